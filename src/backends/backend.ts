@@ -1,0 +1,56 @@
+/**
+ * The storage seam: a flat namespace of named objects inside containers, as Cinder's
+ * chunked driver sees it (posix directory, S3 bucket, Swift container). The engine talks
+ * only to this interface; retries, fault injection and metrics wrap it.
+ *
+ * Object names may contain '/'. Every call takes an AbortSignal; an aborted call rejects
+ * with an AbortError and leaves no partial object visible under its name.
+ */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export type BackendKind = 'posix' | 's3' | 'swift';
+
+export interface Backend {
+  readonly kind: BackendKind;
+  /** Where the repository is, without credentials (safe to log and store). */
+  readonly url: string;
+  /**
+   * True when a container may be nested inside another (posix directories): a `/` in a
+   * name found by listing the root may separate a container from an object name.
+   */
+  readonly nestedContainers: boolean;
+
+  /** Creates the container if needed; an existing one is fine. */
+  ensureContainer(container: string, opts?: CallOptions): Promise<void>;
+
+  /**
+   * Yields the name of every object in `container` whose name starts with `prefix`, each
+   * exactly once, in no particular order. A missing container yields nothing.
+   */
+  list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string>;
+
+  /**
+   * Stores `data` under `name`, replacing any previous object. The object appears whole
+   * or not at all; the backend checks what the store received (fsync, ETag, Content-MD5).
+   */
+  put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void>;
+
+  /** Returns the whole object; a missing one rejects with NotFoundError. */
+  get(container: string, name: string, opts?: CallOptions): Promise<Buffer>;
+
+  /** Removes the object; a missing object is not an error. */
+  delete(container: string, name: string, opts?: CallOptions): Promise<void>;
+
+  /** Makes every completed put in `container` durable (posix: directory fsync). */
+  flush(container: string, opts?: CallOptions): Promise<void>;
+
+  /** Releases connections and handles. */
+  close(): Promise<void>;
+}
+
+/** Statistics a wrapper may add to results (retries performed, faults seen). */
+export interface BackendStats {
+  retries: number;
+}

@@ -1,0 +1,155 @@
+import { randomBytes } from 'node:crypto';
+import { constants as fsc, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { Backend, CallOptions } from './backend.js';
+
+/** Files being written carry this prefix, which no Cinder object prefix starts with. */
+export const TEMP_PREFIX = '.chunkvault-tmp-';
+
+function throwIfAborted(signal?: AbortSignal): void {
+  signal?.throwIfAborted();
+}
+
+/**
+ * A repository in a POSIX directory, laid out as Cinder's posix driver does: a container
+ * is a sub-directory of the root (it may contain '/'), an object is a file. Writes go to a
+ * temporary name, are fsynced and renamed; flush() fsyncs the directories.
+ */
+export class PosixBackend implements Backend {
+  readonly kind = 'posix' as const;
+  readonly nestedContainers = true;
+  readonly url: string;
+  private readonly dirty = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.root = path.resolve(root);
+    this.url = pathToFileURL(this.root).href;
+  }
+
+  private resolve(container: string, name = ''): string {
+    const full = path.resolve(this.root, container, name);
+    const rel = path.relative(this.root, full);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new InvalidInputError(`path escapes the repository root: container '${container}', object '${name}'`);
+    }
+    return full;
+  }
+
+  async ensureContainer(container: string, opts?: CallOptions): Promise<void> {
+    throwIfAborted(opts?.signal);
+    const dir = this.resolve(container);
+    try {
+      await fsp.mkdir(dir, { recursive: true });
+      if (container !== '') await fsp.chmod(dir, 0o770);
+    } catch (err) {
+      throw new BackendError(`cannot create container directory ${dir}: ${(err as Error).message}`, {
+        container,
+        cause: err,
+      });
+    }
+  }
+
+  async *list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
+    const base = this.resolve(container);
+    const walk = async function* (dir: string, rel: string): AsyncIterable<string> {
+      throwIfAborted(opts?.signal);
+      let entries;
+      try {
+        entries = await fsp.readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        throw new BackendError(`cannot list ${dir}: ${(err as Error).message}`, { container, cause: err });
+      }
+      for (const e of entries) {
+        if (e.name.startsWith(TEMP_PREFIX)) continue;
+        const name = rel + e.name;
+        if (e.isDirectory()) {
+          // Only descend where the prefix can still match.
+          const sub = name + '/';
+          if (sub.startsWith(prefix) || prefix.startsWith(sub)) yield* walk(path.join(dir, e.name), sub);
+        } else if (name.startsWith(prefix)) {
+          yield name;
+        }
+      }
+    };
+    yield* walk(base, '');
+  }
+
+  async put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
+    throwIfAborted(opts?.signal);
+    const target = this.resolve(container, name);
+    const dir = path.dirname(target);
+    const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    let fh: fsp.FileHandle | undefined;
+    try {
+      if (name.includes('/')) await fsp.mkdir(dir, { recursive: true });
+      fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
+      let off = 0;
+      while (off < data.length) {
+        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
+        off += bytesWritten;
+      }
+      await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      throwIfAborted(opts?.signal);
+      await fsp.rename(tmp, target);
+      this.dirty.add(dir);
+    } catch (err) {
+      await fh?.close().catch(() => {});
+      await fsp.rm(tmp, { force: true }).catch(() => {});
+      if ((err as Error).name === 'AbortError') throw err;
+      throw new BackendError(`cannot write ${target}: ${(err as Error).message}`, {
+        container,
+        object: name,
+        cause: err,
+      });
+    }
+  }
+
+  async get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
+    throwIfAborted(opts?.signal);
+    const file = this.resolve(container, name);
+    try {
+      return await fsp.readFile(file, { signal: opts?.signal });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new NotFoundError(`object not found: ${file}`, { container, object: name });
+      if ((err as Error).name === 'AbortError') throw err;
+      throw new BackendError(`cannot read ${file}: ${(err as Error).message}`, { container, object: name, cause: err });
+    }
+  }
+
+  async delete(container: string, name: string, opts?: CallOptions): Promise<void> {
+    throwIfAborted(opts?.signal);
+    const file = this.resolve(container, name);
+    try {
+      await fsp.unlink(file);
+      this.dirty.add(path.dirname(file));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new BackendError(`cannot delete ${file}: ${(err as Error).message}`, { container, object: name, cause: err });
+    }
+  }
+
+  async flush(container: string, opts?: CallOptions): Promise<void> {
+    throwIfAborted(opts?.signal);
+    const base = this.resolve(container);
+    for (const dir of [...this.dirty]) {
+      if (dir !== base && !dir.startsWith(base + path.sep)) continue;
+      this.dirty.delete(dir);
+      const fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY).catch(() => undefined);
+      if (!fh) continue;
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,71 @@
+/**
+ * The catalog seam: Cinder's `backups` table, kept outside the repository. SQLite is the
+ * embedded default; other implementations share the contract and the conformance suite.
+ */
+export type BackupStatus = 'creating' | 'available' | 'error' | 'deleting' | 'deleted' | 'restoring';
+
+export interface BackupRecord {
+  id: string;
+  volume_id: string;
+  parent_id: string | null;
+  /** Repository address (no secrets): which repository `container` lives in. */
+  repository: string;
+  container: string | null;
+  /** The object-name prefix (Cinder keeps it in `service_metadata`). */
+  service_metadata: string | null;
+  status: BackupStatus;
+  fail_reason: string | null;
+  /** Volume size in GiB, rounded up, as Cinder records it. */
+  size: number;
+  /** Exact volume length in bytes. */
+  volume_bytes: number | null;
+  object_count: number;
+  /** Bytes stored in data objects. */
+  stored_bytes: number | null;
+  display_name: string | null;
+  display_description: string | null;
+  availability_zone: string | null;
+  host: string | null;
+  service: string | null;
+  compression: string | null;
+  chunk_size: number | null;
+  sha_block_size: number | null;
+  source: string | null;
+  /** host:pid of the process writing this backup while it is `creating`. */
+  worker: string | null;
+  created_at: string;
+  updated_at: string | null;
+  deleted_at: string | null;
+  data_timestamp: string | null;
+  /** Derived: backups (not deleted) whose parent is this one. */
+  num_dependent_backups: number;
+}
+
+export type NewBackupRecord = Omit<BackupRecord, 'num_dependent_backups' | 'updated_at' | 'deleted_at'>;
+export type BackupPatch = Partial<Omit<BackupRecord, 'id' | 'num_dependent_backups'>>;
+
+export interface BackupFilter {
+  volumeId?: string;
+  status?: BackupStatus;
+  repository?: string;
+  /** Include `deleted` records (hidden by default). */
+  includeDeleted?: boolean;
+}
+
+export interface Catalog {
+  /** Inserts a new record; an existing id rejects with ConflictError. */
+  create(record: NewBackupRecord): Promise<BackupRecord>;
+  /** The record, or undefined. */
+  get(id: string): Promise<BackupRecord | undefined>;
+  /**
+   * Applies `patch` (and bumps updated_at). With `ifStatus`, only when the current status
+   * is one of those: the compare-and-set that makes status transitions safe between
+   * processes. Returns whether the record was changed.
+   */
+  update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean>;
+  /** Records matching the filter, oldest first. */
+  list(filter?: BackupFilter): Promise<BackupRecord[]>;
+  /** Removes a record for good (import conflicts, tests); normal deletes set status `deleted`. */
+  purge(id: string): Promise<void>;
+  close(): Promise<void>;
+}

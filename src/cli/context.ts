@@ -1,0 +1,83 @@
+/** What every command needs: the repository, the catalog, output mode and cancellation. */
+import { createHash } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Backend } from '../backends/backend.js';
+import { defaultRepositoryPath, openBackend } from '../backends/open.js';
+import type { Catalog } from '../catalog/catalog.js';
+import { SqliteCatalog } from '../catalog/sqlite.js';
+import { CancelledError } from '../errors.js';
+import type { ProgressOptions } from '../engine/progress.js';
+import { ProgressBar } from './output.js';
+
+export interface GlobalOptions {
+  repo?: string;
+  catalog?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function defaultCatalogPath(env: NodeJS.ProcessEnv = process.env): string {
+  const dataHome = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(dataHome, 'chunkvault', 'catalog.db');
+}
+
+export interface Context {
+  backend: Backend;
+  catalog: Catalog;
+  json: boolean;
+  quiet: boolean;
+  signal: AbortSignal;
+  progress(): ProgressOptions & { done(): void };
+  /** Human output on stdout (suppressed by --json and --quiet). */
+  say(text: string): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the repository and catalog named by options or the environment (CHUNKVAULT_REPO,
+ * CHUNKVAULT_CATALOG), else the embedded defaults. SIGINT/SIGTERM cancel the operation.
+ */
+export async function openContext(opts: GlobalOptions): Promise<Context> {
+  const backend = await openBackend(opts.repo ?? process.env.CHUNKVAULT_REPO ?? defaultRepositoryPath());
+  const catalog = new SqliteCatalog(opts.catalog ?? process.env.CHUNKVAULT_CATALOG ?? defaultCatalogPath());
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort(new CancelledError(`cancelled by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const json = !!opts.json;
+  const quiet = !!opts.quiet;
+  return {
+    backend,
+    catalog,
+    json,
+    quiet,
+    signal: controller.signal,
+    progress() {
+      if (json || quiet || !process.stderr.isTTY) return { done() {} };
+      const bar = new ProgressBar();
+      return { onProgress: bar.update, progressEveryObjects: 1, progressIntervalMs: 250, done: () => bar.finish() };
+    },
+    say(text) {
+      if (!json && !quiet) process.stdout.write(text + '\n');
+    },
+    async close() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await catalog.close();
+      await backend.close();
+    },
+  };
+}
+
+/** A stable volume id for a source path: a name-based (version 5 style) UUID of its canonical path. */
+export function volumeIdForPath(canonical: string): string {
+  const h = createHash('sha1').update('chunkvault-volume:').update(canonical).digest();
+  h[6] = (h[6]! & 0x0f) | 0x50;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}

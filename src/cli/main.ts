@@ -1,0 +1,256 @@
+#!/usr/bin/env node
+/** The `chunkvault` command line: one sub-command per operation, `--json` for machines. */
+import { randomUUID } from 'node:crypto';
+import { Command, CommanderError, Option } from 'commander';
+import type { BackupRecord } from '../catalog/catalog.js';
+import { COMPRESSION_CHOICES } from '../codecs/codec.js';
+import { runBackup } from '../engine/backup.js';
+import { deleteBackup } from '../engine/delete.js';
+import { exportRecord, importRecord, rebuildCatalog } from '../engine/records.js';
+import { locate, readMetadata } from '../engine/repository.js';
+import { resolveChain, restoreBackup } from '../engine/restore.js';
+import { canonicalSourcePath, openSource } from '../engine/source.js';
+import { ChunkvaultError, InvalidInputError, NotFoundError } from '../errors.js';
+import { openContext, volumeIdForPath, type Context, type GlobalOptions } from './context.js';
+import { formatBytes, formatRate, parseSize, table } from './output.js';
+
+function sizeOption(name: string) {
+  return (v: string) => {
+    try {
+      return parseSize(v);
+    } catch (err) {
+      throw new InvalidInputError(`${name}: ${(err as Error).message}`);
+    }
+  };
+}
+
+async function withContext(cmd: Command, fn: (ctx: Context) => Promise<void>): Promise<void> {
+  const ctx = await openContext(cmd.optsWithGlobals<GlobalOptions>());
+  try {
+    await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+function print(ctx: Context, value: unknown, human: string): void {
+  if (ctx.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  else ctx.say(human);
+}
+
+async function requireRecord(ctx: Context, id: string): Promise<BackupRecord> {
+  const rec = await ctx.catalog.get(id);
+  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${id} is not in the catalog`, { backupId: id });
+  return rec;
+}
+
+const program = new Command('chunkvault')
+  .description('Block-volume backups in OpenStack Cinder\'s chunked repository format')
+  .option('--repo <address>', 'repository: a directory, file:/path, s3://bucket?... or swift://container?... (env CHUNKVAULT_REPO)')
+  .option('--catalog <file>', 'SQLite catalog file (env CHUNKVAULT_CATALOG)')
+  .option('--json', 'print one JSON result object')
+  .option('-q, --quiet', 'print nothing but errors')
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('backup')
+  .description('back up a volume (file, block device, or - for stdin)')
+  .argument('<source>', 'volume to read')
+  .option('--incremental', 'store only blocks changed since the latest backup of the volume')
+  .option('--parent <id>', 'explicit parent backup for an incremental backup')
+  .addOption(new Option('--compression <algorithm>', 'compression').choices(COMPRESSION_CHOICES.concat(COMPRESSION_CHOICES.map((c) => c.toUpperCase()))).default('zstd'))
+  .option('--chunk-size <bytes>', 'bytes per data object (default 8M)', sizeOption('--chunk-size'))
+  .option('--sha-block-size <bytes>', 'bytes per SHA-256 block (default 32K, or the parent\'s)', sizeOption('--sha-block-size'))
+  .option('--container <name>', 'container (posix: directory under the repository)')
+  .option('--name <name>', 'backup name')
+  .option('--description <text>', 'backup description')
+  .option('--volume-id <id>', 'volume id (default: derived from the source path)')
+  .option('--backup-id <id>', 'backup id (default: a new UUID)')
+  .option('--availability-zone <az>', 'availability zone recorded in s3/swift object names', 'nova')
+  .option('--threads <n>', 'hashing/compression threads', (v) => Number(v))
+  .addOption(new Option('--timestamp <iso>', 'creation time (reproducible backups)').hideHelp())
+  .action(async (source: string, o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const volumeId = o.volumeId ?? (source === '-' ? randomUUID() : volumeIdForPath(canonicalSourcePath(source)));
+      let timestamp: Date | undefined;
+      if (o.timestamp) {
+        timestamp = new Date(o.timestamp);
+        if (Number.isNaN(timestamp.getTime())) throw new InvalidInputError(`--timestamp: invalid time '${o.timestamp}'`);
+      }
+      const src = await openSource(source);
+      const progress = ctx.progress();
+      try {
+        const r = await runBackup({
+          backend: ctx.backend, catalog: ctx.catalog, source: src, volumeId, backupId: o.backupId,
+          incremental: !!o.incremental, parentId: o.parent, compression: o.compression, chunkSize: o.chunkSize,
+          shaBlockSize: o.shaBlockSize, container: o.container, name: o.name, description: o.description,
+          availabilityZone: o.availabilityZone, timestamp, threads: o.threads, signal: ctx.signal, ...progress,
+        });
+        progress.done();
+        print(ctx, r,
+          `backup ${r.id} (${r.kind}) of volume ${r.volumeId}: ${formatBytes(r.bytes)} in ${r.seconds.toFixed(1)} s ` +
+          `(${formatRate(r.bytesPerSecond)}), ${r.objects} objects, ${formatBytes(r.storedBytes)} stored`);
+      } finally {
+        progress.done();
+        await src.close();
+      }
+    }),
+  );
+
+program
+  .command('list')
+  .description('list the backups of the repository')
+  .option('--volume <id>', 'only this volume')
+  .option('--all', 'include deleted backups')
+  .action(async (o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const rows = await ctx.catalog.list({ volumeId: o.volume, repository: ctx.backend.url, includeDeleted: !!o.all });
+      if (ctx.json) return print(ctx, rows, '');
+      ctx.say(table(['ID', 'VOLUME', 'PARENT', 'KIND', 'SIZE', 'OBJECTS', 'CREATED', 'STATUS'], rows.map((r) => [
+        r.id, r.volume_id, r.parent_id ?? '-', r.parent_id ? 'incremental' : 'full',
+        r.volume_bytes === null ? `${r.size} GiB` : formatBytes(r.volume_bytes), String(r.object_count),
+        r.created_at.replace('T', ' ').replace(/\.\d+Z$|Z$/, ''), r.status,
+      ])));
+    }),
+  );
+
+program
+  .command('show')
+  .description('show a backup: record, chain and objects')
+  .argument('<id>')
+  .action(async (id: string, _o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const rec = await requireRecord(ctx, id);
+      const chain = await resolveChain(ctx.catalog, id).then((c) => c.map((r) => r.id)).catch((e: Error) => `unresolvable: ${e.message}`);
+      const meta = rec.status === 'available' ? await readMetadata(ctx.backend, locate(rec), { signal: ctx.signal }) : undefined;
+      const objects = meta?.objects ?? [];
+      if (ctx.json) return print(ctx, { record: rec, chain, objects }, '');
+      const fields = Object.entries(rec).map(([k, v]) => [k, v === null ? '-' : String(v)]);
+      ctx.say(table(['FIELD', 'VALUE'], fields));
+      ctx.say(`\nchain: ${Array.isArray(chain) ? chain.join(' -> ') : chain}\n`);
+      ctx.say(table(['OBJECT', 'OFFSET', 'LENGTH', 'COMPRESSION', 'MD5'], objects.map((ob) => [
+        ob.name, String(ob.offset), String(ob.length), ob.compression, ob.md5,
+      ])));
+    }),
+  );
+
+program
+  .command('restore')
+  .description('restore a backup (and its chain) into a file or block device')
+  .argument('<id>')
+  .argument('<target>')
+  .option('--to-existing', 'write into an existing file or block device in place')
+  .option('--force', 'replace an existing regular file')
+  .option('--threads <n>', 'decompression/verification threads', (v) => Number(v))
+  .action(async (id: string, target: string, o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const progress = ctx.progress();
+      try {
+        const r = await restoreBackup({
+          backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, toExisting: !!o.toExisting,
+          force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
+        });
+        progress.done();
+        print(ctx, r, `restored backup ${id} (chain of ${r.chain.length}) to ${target}: ${formatBytes(r.bytes)} verified ` +
+          `in ${r.seconds.toFixed(1)} s (${formatRate(r.bytesPerSecond)})`);
+      } finally {
+        progress.done();
+      }
+    }),
+  );
+
+program
+  .command('verify')
+  .description('check every object and block of a backup and its chain without writing anything')
+  .argument('<id>')
+  .option('--threads <n>', 'verification threads', (v) => Number(v))
+  .action(async (id: string, o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const progress = ctx.progress();
+      try {
+        const r = await restoreBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, threads: o.threads, signal: ctx.signal, ...progress });
+        progress.done();
+        print(ctx, { ...r, verified: true }, `backup ${id} verified: ${formatBytes(r.bytes)}, ${r.objectsRead} objects, chain of ${r.chain.length}`);
+      } finally {
+        progress.done();
+      }
+    }),
+  );
+
+program
+  .command('delete')
+  .description('delete a backup (cancels it if it is still being written)')
+  .argument('<id>')
+  .option('--wait <seconds>', 'how long to wait for a running writer to stop', (v) => Number(v), 60)
+  .action(async (id: string, o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const r = await deleteBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, waitMs: o.wait * 1000, signal: ctx.signal });
+      print(ctx, r, r.cancelledRunning ? `cancelled and deleted running backup ${id}` : `deleted backup ${id} (${r.objectsDeleted} objects)`);
+    }),
+  );
+
+const catalogCmd = program.command('catalog').description('catalog maintenance');
+catalogCmd
+  .command('rebuild')
+  .description('recreate catalog records from the *_metadata objects of the repository')
+  .option('--container <name...>', 'containers to scan (object stores; default volumebackups)')
+  .action(async (o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const containers = ctx.backend.nestedContainers ? [''] : (o.container ?? ['volumebackups']);
+      const r = await rebuildCatalog(ctx.backend, ctx.catalog, containers, ctx.signal);
+      print(ctx, r, `${r.added.length} backup(s) added, ${r.known.length} already known, ${r.unreadable.length} unreadable` +
+        r.unreadable.map((u) => `\n  unreadable: ${u}`).join(''));
+    }),
+  );
+
+program
+  .command('export-record')
+  .description('print a backup record in Cinder\'s backup-export encoding')
+  .argument('<id>')
+  .action(async (id: string, _o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      const r = await exportRecord(ctx.catalog, id);
+      print(ctx, r, `backup_service: ${r.backup_service}\nbackup_url: ${r.backup_url}`);
+    }),
+  );
+
+program
+  .command('import-record')
+  .description('import a record from Cinder\'s backup-export (backup_url, or - to read it from stdin)')
+  .argument('<backup-url>')
+  .action(async (url: string, _o, cmd: Command) =>
+    withContext(cmd, async (ctx) => {
+      let text = url;
+      if (url === '-') {
+        const chunks: Buffer[] = [];
+        for await (const c of process.stdin) chunks.push(c as Buffer);
+        text = Buffer.concat(chunks).toString('utf8').trim();
+      }
+      if (text.startsWith('{')) {
+        try {
+          text = JSON.parse(text).backup_url ?? '';
+        } catch {
+          throw new InvalidInputError('import-record: input looks like JSON but does not parse');
+        }
+      }
+      const rec = await importRecord(ctx.backend, ctx.catalog, text, ctx.signal);
+      print(ctx, rec, `imported backup ${rec.id} (volume ${rec.volume_id}, container ${rec.container})`);
+    }),
+  );
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`chunkvault: error: ${message}\n`);
+  process.exit(code);
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  if (err instanceof ChunkvaultError) fail(err.message, err.exitCode);
+  if (process.env.CHUNKVAULT_DEBUG) console.error(err);
+  fail(`unexpected failure: ${(err as Error)?.message ?? String(err)}`, 70);
+}

@@ -1,0 +1,36 @@
+import { InvalidInputError } from '../errors.js';
+
+/**
+ * A compression algorithm of the Cinder format. Calls are synchronous and CPU-bound:
+ * they run inside the engine's worker threads.
+ */
+export interface Codec {
+  readonly algorithm: Algorithm;
+  /** The exact bytes Cinder's Python writer produces for `data`. */
+  compress(data: Uint8Array): Uint8Array;
+  /** Decompresses one object; `length` is the uncompressed length from the metadata. */
+  decompress(data: Uint8Array, length: number): Uint8Array;
+}
+
+export type Algorithm = 'zlib' | 'bz2' | 'zstd';
+
+/**
+ * Cinder's `_get_compressor`: any case of none/off/no means no compression; gzip is an
+ * alias of zlib (and writes zlib streams), bzip2 of bz2.
+ */
+export function algorithmForLabel(label: string | null): Algorithm | null {
+  const l = (label ?? 'none').toLowerCase();
+  if (l === 'none' || l === 'off' || l === 'no') return null;
+  if (l === 'zlib' || l === 'gzip') return 'zlib';
+  if (l === 'bz2' || l === 'bzip2') return 'bz2';
+  if (l === 'zstd') return 'zstd';
+  throw new InvalidInputError(`unsupported compression algorithm: ${label}`);
+}
+
+/** The label a writer records: the configured name lower-cased, as Cinder records it. */
+export function writerLabel(option: string): string {
+  const algorithm = algorithmForLabel(option);
+  return algorithm === null ? 'none' : option.toLowerCase();
+}
+
+export const COMPRESSION_CHOICES = ['none', 'off', 'no', 'zlib', 'gzip', 'bz2', 'bzip2', 'zstd'];

@@ -1,0 +1,292 @@
+/**
+ * A backup is a pipeline: source -> hash/diff + compress (worker threads) -> store (in
+ * parallel, names assigned in volume order) -> commit (`_sha256file`, then `_metadata`).
+ * Nothing is visible as a backup until the metadata object exists.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Backend } from '../backends/backend.js';
+import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
+import { CancelledError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { encodeMetadata, encodeSha256File, type ObjectEntry } from '../format/metadata.js';
+import {
+  FORMAT_VERSION, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
+  sha256ObjectName,
+} from '../format/naming.js';
+import { CINDER_DRIVER_CLASS } from '../format/record.js';
+import type { BackupChunkResult } from './chunk-work.js';
+import { ProgressReporter, type ProgressOptions } from './progress.js';
+import { locate, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
+import type { VolumeSource } from './source.js';
+import { WorkerPool } from './worker-pool.js';
+
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_SHA_BLOCK_SIZE = 32 * 1024;
+export const DEFAULT_COMPRESSION = 'zstd';
+const GiB = 1024 ** 3;
+
+export interface BackupOptions extends ProgressOptions {
+  backend: Backend;
+  catalog: Catalog;
+  source: VolumeSource;
+  volumeId: string;
+  backupId?: string;
+  /** Base the backup on the latest available backup of the volume in this repository. */
+  incremental?: boolean;
+  /** Base the backup on this backup (implies incremental). */
+  parentId?: string;
+  compression?: string;
+  chunkSize?: number;
+  shaBlockSize?: number;
+  container?: string;
+  name?: string | null;
+  description?: string | null;
+  availabilityZone?: string;
+  /** Creation time (defaults to now, whole seconds): names the prefix and `created_at`. */
+  timestamp?: Date;
+  signal?: AbortSignal;
+  /** Worker threads to use (a shared pool, or a count for a private one). */
+  pool?: WorkerPool;
+  threads?: number;
+  /** Parallel object writes. */
+  uploads?: number;
+  /** How often the writer looks for a `deleting` status set by another process. */
+  cancelPollMs?: number;
+}
+
+export interface BackupResult {
+  id: string;
+  volumeId: string;
+  parentId: string | null;
+  kind: 'full' | 'incremental';
+  repository: string;
+  container: string;
+  prefix: string;
+  bytes: number;
+  objects: number;
+  storedBytes: number;
+  zeroBlocks: number;
+  seconds: number;
+  bytesPerSecond: number;
+}
+
+function positiveInt(v: number, what: string): number {
+  if (!Number.isSafeInteger(v) || v <= 0) throw new InvalidInputError(`${what} must be a positive integer, got ${v}`);
+  return v;
+}
+
+async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined> {
+  if (o.parentId) {
+    const parent = await o.catalog.get(o.parentId);
+    if (!parent || parent.status === 'deleted') throw new NotFoundError(`parent backup ${o.parentId} is not in the catalog`);
+    if (parent.status !== 'available') {
+      throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`, { backupId: parent.id });
+    }
+    if (parent.repository !== o.backend.url) {
+      throw new InvalidInputError(`parent backup ${parent.id} lives in ${parent.repository}, not in ${o.backend.url}`);
+    }
+    return parent;
+  }
+  if (!o.incremental) return undefined;
+  const candidates = await o.catalog.list({ volumeId: o.volumeId, status: 'available', repository: o.backend.url });
+  const parent = candidates.at(-1);
+  if (!parent) {
+    throw new NotFoundError(
+      `no available backup of volume ${o.volumeId} in ${o.backend.url} to base an incremental backup on; make a full backup first`,
+    );
+  }
+  return parent;
+}
+
+/** Marks promises as handled now; their errors still surface where they are awaited. */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+export async function runBackup(o: BackupOptions): Promise<BackupResult> {
+  o.signal?.throwIfAborted();
+  const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
+  const parent = await resolveParent(o);
+  const parentLoc = parent ? locate(parent) : undefined;
+  const parentSha = parentLoc ? await readSha256File(o.backend, parentLoc, { signal: o.signal }) : undefined;
+  const shaBlockSize = positiveInt(o.shaBlockSize ?? parentSha?.blockSize ?? DEFAULT_SHA_BLOCK_SIZE, 'sha block size');
+  const chunkSize = positiveInt(o.chunkSize ?? DEFAULT_CHUNK_SIZE, 'chunk size');
+  if (chunkSize % shaBlockSize) throw new InvalidInputError('Chunk size is not multiple of block size for creating hash.');
+  if (parentSha && parentSha.blockSize !== shaBlockSize) {
+    throw new InvalidInputError(
+      `Hash block size has changed since the last backup. New hash block size: ${shaBlockSize}. Old hash block size: ${parentSha.blockSize}. Do a full backup.`,
+    );
+  }
+  algorithmForLabel(compression);
+
+  const id = o.backupId ?? randomUUID();
+  const timestamp = new Date(Math.floor((o.timestamp ?? new Date()).getTime() / 1000) * 1000);
+  const createdAt = pythonDatetimeString(timestamp);
+  const container = o.container ?? defaultContainer(o.backend.kind, id);
+  const prefix = objectPrefix(o.backend.kind, {
+    volumeId: o.volumeId,
+    backupId: id,
+    timestamp,
+    availabilityZone: o.availabilityZone,
+  });
+  const loc: BackupLocation = { id, container, prefix };
+  await o.catalog.create({
+    id,
+    volume_id: o.volumeId,
+    parent_id: parent?.id ?? null,
+    repository: o.backend.url,
+    container,
+    service_metadata: prefix,
+    status: 'creating',
+    fail_reason: null,
+    size: 0,
+    volume_bytes: null,
+    object_count: 0,
+    stored_bytes: null,
+    display_name: o.name ?? null,
+    display_description: o.description ?? null,
+    availability_zone: o.availabilityZone ?? 'nova',
+    host: hostname(),
+    service: CINDER_DRIVER_CLASS[o.backend.kind],
+    compression,
+    chunk_size: chunkSize,
+    sha_block_size: shaBlockSize,
+    source: o.source.name,
+    worker: `${hostname()}:${process.pid}`,
+    created_at: timestamp.toISOString(),
+    data_timestamp: timestamp.toISOString(),
+  });
+
+  // One controller stops every step: the caller's signal, a `deleting` status, or a failure.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(new CancelledError(`backup ${id} cancelled`, { backupId: id }));
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  let deletedByUser = false;
+  const poll = setInterval(async () => {
+    const rec = await o.catalog.get(id).catch(() => undefined);
+    if (rec && (rec.status === 'deleting' || rec.status === 'deleted')) {
+      deletedByUser = true;
+      stop.abort(new CancelledError(`backup ${id} was deleted while it was being written`, { backupId: id }));
+    }
+  }, o.cancelPollMs ?? 1000);
+  poll.unref();
+
+  const pool = o.pool ?? new WorkerPool(o.threads);
+  const progress = new ProgressReporter('backup', id, o.source.size, o);
+  const written: string[] = [];
+  const uploads = new Set<Promise<void>>();
+  const signal = stop.signal;
+  try {
+    await o.backend.ensureContainer(container, { signal });
+    const result = await writeObjects();
+    await o.backend.flush(container, { signal });
+    const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
+      description: o.description ?? null, createdAt };
+    written.push(sha256ObjectName(prefix));
+    await o.backend.put(container, sha256ObjectName(prefix),
+      encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes }), { signal });
+    await o.backend.flush(container, { signal });
+    signal.throwIfAborted();
+    written.push(metadataObjectName(prefix));
+    await o.backend.put(container, metadataObjectName(prefix), encodeMetadata({
+      ...sha, parentId: parent?.id ?? null, objects: result.entries, volumeMeta: null,
+    }), { signal });
+    await o.backend.flush(container, { signal });
+    const committed = await o.catalog.update(id, {
+      status: 'available',
+      size: Math.max(1, Math.ceil(result.bytes / GiB)),
+      volume_bytes: result.bytes,
+      object_count: result.entries.length,
+      stored_bytes: result.storedBytes,
+      worker: null,
+    }, ['creating']);
+    if (!committed) {
+      deletedByUser = true;
+      throw new CancelledError(`backup ${id} was deleted while it was being written`, { backupId: id });
+    }
+    progress.end();
+    const seconds = progress.elapsedSeconds();
+    return {
+      id, volumeId: o.volumeId, parentId: parent?.id ?? null, kind: parent ? 'incremental' : 'full',
+      repository: o.backend.url, container, prefix, bytes: result.bytes, objects: result.entries.length,
+      storedBytes: result.storedBytes, zeroBlocks: result.zeroBlocks, seconds,
+      bytesPerSecond: seconds > 0 ? result.bytes / seconds : 0,
+    };
+  } catch (err) {
+    const reason = signal.aborted && signal.reason instanceof CancelledError ? signal.reason : err;
+    stop.abort(reason);
+    await Promise.allSettled([...uploads]);
+    await cleanUp(reason as Error);
+    throw reason;
+  } finally {
+    clearInterval(poll);
+    progress.stop();
+    o.signal?.removeEventListener('abort', onAbort);
+    if (!o.pool) await pool.close();
+  }
+
+  async function writeObjects() {
+    const inflight: { result: Promise<BackupChunkResult>; length: number }[] = [];
+    const maxInflight = pool.size + 1;
+    const maxUploads = o.uploads ?? 4;
+    const entries: ObjectEntry[] = [];
+    const hashes: string[] = [];
+    let storedBytes = 0;
+    let zeroBlocks = 0;
+    let offset = 0;
+    let block = 0;
+
+    const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number }) => {
+      const r = await chunk.result;
+      for (const h of r.hashes) hashes.push(h);
+      zeroBlocks += r.zeroBlocks;
+      for (const ext of r.extents) {
+        const name = dataObjectName(prefix, entries.length + 1);
+        entries.push({ name, offset: ext.offset, length: ext.length, md5: ext.md5, compression: ext.compression });
+        storedBytes += ext.data.length;
+        written.push(name);
+        while (uploads.size >= maxUploads) await Promise.race(uploads);
+        const put = quiet(o.backend.put(container, name, ext.data, { signal }).finally(() => uploads.delete(put)));
+        uploads.add(put);
+      }
+      progress.add(chunk.length, r.extents.length);
+    };
+
+    for (;;) {
+      signal.throwIfAborted();
+      const data = await o.source.read(chunkSize);
+      if (data.length === 0) break;
+      const nBlocks = Math.ceil(data.length / shaBlockSize);
+      const parentHashes = parentSha
+        ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
+        : null;
+      const length = data.length;
+      inflight.push({
+        result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression })),
+        length,
+      });
+      offset += length;
+      block += nBlocks;
+      while (inflight.length >= maxInflight) await commit(inflight.shift()!);
+      if (length < chunkSize) break;
+    }
+    while (inflight.length) await commit(inflight.shift()!);
+    await Promise.all(uploads);
+    if (offset === 0) throw new InvalidInputError(`source ${o.source.name} is empty: there is nothing to back up`);
+    return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
+  }
+
+  async function cleanUp(reason: Error) {
+    const report = await removeBackupObjects(o.backend, loc, written).catch((e: Error) => ({
+      deleted: 0,
+      failed: [e.message],
+    }));
+    const left = report.failed.length ? `; ${report.failed.length} object(s) could not be removed: ${report.failed[0]}` : '';
+    const patch = deletedByUser
+      ? { status: 'deleted' as const, deleted_at: new Date().toISOString(), fail_reason: `cancelled: deleted while running${left}`, worker: null }
+      : { status: 'error' as const, fail_reason: `${reason.message}${left}`, worker: null };
+    await o.catalog.update(id, patch).catch(() => {});
+  }
+}

@@ -1,0 +1,80 @@
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Backend } from '../backends/backend.js';
+import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { BackendError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { locate, removeBackupObjects } from './repository.js';
+
+export interface DeleteOptions {
+  backend: Backend;
+  catalog: Catalog;
+  backupId: string;
+  /** How long to wait for a running writer to stop and clean up after itself. */
+  waitMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface DeleteResult {
+  id: string;
+  objectsDeleted: number;
+  /** The backup was still being written; its writer was told to stop. */
+  cancelledRunning: boolean;
+}
+
+/** Whether the process that wrote `worker` ("host:pid") still runs (unknown hosts count as alive). */
+function writerAlive(worker: string | null): boolean {
+  if (!worker) return false;
+  const i = worker.lastIndexOf(':');
+  if (worker.slice(0, i) !== hostname()) return true;
+  try {
+    process.kill(Number(worker.slice(i + 1)), 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes a backup as Cinder does, with its safeguards: refused while incrementals depend
+ * on it; a backup still being written is cancelled (its writer sees `deleting`, stops and
+ * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
+ */
+export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
+  let rec = await o.catalog.get(o.backupId);
+  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${o.backupId} is not in the catalog`, { backupId: o.backupId });
+  if (rec.num_dependent_backups > 0) {
+    throw new ConflictError(
+      `backup ${rec.id} has ${rec.num_dependent_backups} dependent incremental backup(s); delete those first`,
+      { backupId: rec.id },
+    );
+  }
+  if (rec.repository !== o.backend.url) {
+    throw new InvalidInputError(`backup ${rec.id} lives in ${rec.repository}, not in ${o.backend.url} (use --repo)`, { backupId: rec.id });
+  }
+  let cancelledRunning = false;
+  if (rec.status === 'creating' && (await o.catalog.update(rec.id, { status: 'deleting' }, ['creating']))) {
+    cancelledRunning = true;
+    const deadline = Date.now() + (o.waitMs ?? 60_000);
+    while (Date.now() < deadline && writerAlive(rec.worker)) {
+      await sleep(200, undefined, { signal: o.signal });
+      const now: BackupRecord | undefined = await o.catalog.get(rec.id);
+      if (!now || now.status === 'deleted') return { id: rec.id, objectsDeleted: 0, cancelledRunning };
+      rec = now;
+    }
+  } else if (!(await o.catalog.update(rec.id, { status: 'deleting' }, ['available', 'error', 'deleting']))) {
+    const now = await o.catalog.get(rec.id);
+    throw new ConflictError(`backup ${rec.id} is ${now?.status ?? 'gone'}; it cannot be deleted now`, { backupId: rec.id });
+  }
+  const report = await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
+  if (report.failed.length) {
+    await o.catalog.update(rec.id, {
+      status: 'error',
+      fail_reason: `delete incomplete: ${report.failed.length} object(s) remain: ${report.failed.slice(0, 3).join('; ')}`,
+    });
+    throw new BackendError(`deleting backup ${rec.id} left ${report.failed.length} object(s): ${report.failed[0]}`, {
+      backupId: rec.id,
+    });
+  }
+  await o.catalog.update(rec.id, { status: 'deleted', deleted_at: new Date().toISOString(), worker: null });
+  return { id: rec.id, objectsDeleted: report.deleted, cancelledRunning };
+}

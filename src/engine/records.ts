@@ -1,0 +1,128 @@
+/** Moving catalog records in and out: repository scans and Cinder's export format. */
+import type { Backend } from '../backends/backend.js';
+import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { ConflictError, NotFoundError } from '../errors.js';
+import type { BackupMetadata, Sha256File } from '../format/metadata.js';
+import { parsePythonDatetime } from '../format/naming.js';
+import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
+import { readMetadata, readSha256File, type BackupLocation } from './repository.js';
+import { layerLength, type Layer } from './restore.js';
+
+const GiB = 1024 ** 3;
+const SUFFIX = '_metadata';
+
+/** Every backup in the repository: each `<prefix>_metadata` object is one. */
+export async function* findBackups(backend: Backend, containers: string[], signal?: AbortSignal): AsyncIterable<{ container: string; prefix: string }> {
+  for (const root of containers) {
+    for await (const name of backend.list(root, '', { signal })) {
+      if (!name.endsWith(SUFFIX)) continue;
+      const stem = name.slice(0, -SUFFIX.length);
+      if (backend.nestedContainers) {
+        const cut = stem.lastIndexOf('/');
+        const container = [root, stem.slice(0, Math.max(cut, 0))].filter(Boolean).join('/');
+        yield { container, prefix: stem.slice(cut + 1) };
+      } else {
+        yield { container: root, prefix: stem };
+      }
+    }
+  }
+}
+
+export interface RebuildReport {
+  added: string[];
+  known: string[];
+  unreadable: string[];
+}
+
+/**
+ * Recreates catalog records from a repository scan (how existing Cinder backups are
+ * adopted: Cinder keeps its records outside the repository).
+ */
+export async function rebuildCatalog(backend: Backend, catalog: Catalog, containers: string[], signal?: AbortSignal): Promise<RebuildReport> {
+  const report: RebuildReport = { added: [], known: [], unreadable: [] };
+  const found = new Map<string, { loc: BackupLocation; meta: BackupMetadata; sha?: Sha256File }>();
+  for await (const { container, prefix } of findBackups(backend, containers, signal)) {
+    const probe: BackupLocation = { id: '', container, prefix }; // id unknown until read
+    try {
+      const meta = await readMetadata(backend, probe, { signal });
+      const loc = { ...probe, id: meta.backupId };
+      const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
+      found.set(meta.backupId, { loc, meta, sha });
+    } catch (err) {
+      report.unreadable.push(`${container}/${prefix}${SUFFIX}: ${(err as Error).message}`);
+    }
+  }
+  // Exact volume lengths need the parent's first: visit chains from their roots.
+  const layers = new Map<string, Layer>();
+  const lengthOf = (id: string, depth = 0): Layer | undefined => {
+    const f = found.get(id);
+    if (!f?.sha || depth > found.size) return undefined;
+    let layer = layers.get(id);
+    if (!layer) {
+      const parent = f.meta.parentId ? lengthOf(f.meta.parentId, depth + 1) : undefined;
+      if (f.meta.parentId && !parent) return undefined;
+      try {
+        layer = { loc: f.loc, meta: f.meta, sha: f.sha, bytes: layerLength(f.meta, f.sha, parent, id) };
+      } catch {
+        return undefined;
+      }
+      layers.set(id, layer);
+    }
+    return layer;
+  };
+  const ordered = [...found.values()].sort((a, b) => a.meta.createdAt.localeCompare(b.meta.createdAt));
+  for (const { loc, meta, sha } of ordered) {
+    if (await catalog.get(meta.backupId)) {
+      report.known.push(meta.backupId);
+      continue;
+    }
+    const bytes = lengthOf(meta.backupId)?.bytes ?? null;
+    let size = bytes === null ? 0 : Math.max(1, Math.ceil(bytes / GiB));
+    try {
+      const vm = meta.volumeMeta ? JSON.parse(meta.volumeMeta) : undefined;
+      if (typeof vm?.['volume-base-metadata']?.size === 'number') size = vm['volume-base-metadata'].size;
+    } catch {
+      // volume_meta is informational; an unreadable one does not stop adoption
+    }
+    const created = (parsePythonDatetime(meta.createdAt) ?? new Date()).toISOString();
+    const labels = [...new Set(meta.objects.map((o) => o.compression))].filter((l) => l !== 'none');
+    await catalog.create({
+      id: meta.backupId, volume_id: meta.volumeId, parent_id: meta.parentId, repository: backend.url,
+      container: loc.container, service_metadata: loc.prefix, status: 'available', fail_reason: null, size,
+      volume_bytes: bytes, object_count: meta.objects.length, stored_bytes: null, display_name: meta.name,
+      display_description: meta.description, availability_zone: null, host: null,
+      service: CINDER_DRIVER_CLASS[backend.kind], compression: labels[0] ?? 'none',
+      chunk_size: meta.objects.reduce((m, o) => Math.max(m, o.length), 0) || null,
+      sha_block_size: sha?.blockSize ?? null, source: null, worker: null, created_at: created, data_timestamp: created,
+    });
+    report.added.push(meta.backupId);
+  }
+  return report;
+}
+
+export async function exportRecord(catalog: Catalog, id: string): Promise<{ backup_service: string; backup_url: string }> {
+  const rec = await catalog.get(id);
+  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${id} is not in the catalog`, { backupId: id });
+  return { backup_service: rec.service ?? CINDER_DRIVER_CLASS.posix, backup_url: encodeRecord(rec) };
+}
+
+/** Imports a record made by `cinder backup-export` or `chunkvault export-record`. */
+export async function importRecord(backend: Backend, catalog: Catalog, backupUrl: string, signal?: AbortSignal): Promise<BackupRecord> {
+  const r = decodeRecord(backupUrl);
+  const existing = await catalog.get(r.id);
+  if (existing && existing.status !== 'deleted') throw new ConflictError(`backup ${r.id} is already in the catalog`, { backupId: r.id });
+  if (existing) await catalog.purge(r.id);
+  // The record must point at a backup this repository holds.
+  const loc = { id: r.id, container: r.container, prefix: r.service_metadata };
+  const meta = await readMetadata(backend, loc, { signal });
+  const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
+  const full = !r.parent_id && sha ? layerLength(meta, sha, undefined, r.id) : null;
+  return catalog.create({
+    id: r.id, volume_id: r.volume_id, parent_id: r.parent_id, repository: backend.url, container: r.container,
+    service_metadata: r.service_metadata, status: 'available', fail_reason: null, size: r.size, volume_bytes: full,
+    object_count: r.object_count, stored_bytes: null, display_name: r.display_name,
+    display_description: r.display_description, availability_zone: r.availability_zone, host: r.host,
+    service: r.service, compression: null, chunk_size: null, sha_block_size: sha?.blockSize ?? null, source: null,
+    worker: null, created_at: r.created_at, data_timestamp: r.data_timestamp,
+  });
+}

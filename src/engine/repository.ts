@@ -1,0 +1,134 @@
+/** Reading and removing one backup's objects, located by its catalog record. */
+import type { Backend, CallOptions } from '../backends/backend.js';
+import type { BackupRecord } from '../catalog/catalog.js';
+import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
+import { decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File } from '../format/metadata.js';
+import { metadataObjectName, sha256ObjectName } from '../format/naming.js';
+
+export interface BackupLocation {
+  /** The backup id ('' while discovering backups by scanning). */
+  id: string;
+  container: string;
+  prefix: string;
+}
+
+export function locate(record: BackupRecord): BackupLocation {
+  if (record.container === null || record.service_metadata === null) {
+    throw new InvalidInputError(`backup ${record.id} has no container or object prefix in the catalog`, {
+      backupId: record.id,
+    });
+  }
+  return { id: record.id, container: record.container, prefix: record.service_metadata };
+}
+
+async function getRequired(backend: Backend, loc: BackupLocation, name: string, what: string, opts?: CallOptions) {
+  try {
+    return await backend.get(loc.container, name, opts);
+  } catch (err) {
+    if (err instanceof NotFoundError) {
+      throw new IntegrityError(`backup ${loc.id} is incomplete: its ${what} ${name} is missing from container ${loc.container}`, {
+        backupId: loc.id,
+        object: name,
+        container: loc.container,
+      });
+    }
+    throw err;
+  }
+}
+
+export async function readMetadata(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<BackupMetadata> {
+  const name = metadataObjectName(loc.prefix);
+  const meta = decodeMetadata(await getRequired(backend, loc, name, 'metadata object', opts), {
+    backupId: loc.id,
+    object: name,
+  });
+  if (loc.id && meta.backupId !== loc.id) {
+    throw new IntegrityError(`${name}: belongs to backup ${meta.backupId}, not ${loc.id}`, { backupId: loc.id, object: name });
+  }
+  return meta;
+}
+
+export async function readSha256File(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<Sha256File> {
+  const name = sha256ObjectName(loc.prefix);
+  return decodeSha256File(await getRequired(backend, loc, name, 'sha256file', opts), { backupId: loc.id, object: name });
+}
+
+/** Names of the data objects present under the backup's prefix. */
+export async function listDataObjects(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<string[]> {
+  const skip = new Set([metadataObjectName(loc.prefix), sha256ObjectName(loc.prefix)]);
+  const names: string[] = [];
+  for await (const name of backend.list(loc.container, loc.prefix, opts)) if (!skip.has(name)) names.push(name);
+  return names;
+}
+
+/**
+ * Cinder's restore check: the objects under the prefix must be exactly those the metadata
+ * lists (any stray object makes Cinder refuse the backup).
+ */
+export async function checkListing(backend: Backend, loc: BackupLocation, meta: BackupMetadata, opts?: CallOptions) {
+  const present = new Set(await listDataObjects(backend, loc, opts));
+  const expected = new Set(meta.objects.map((o) => o.name));
+  for (const o of meta.objects) {
+    if (!present.has(o.name)) {
+      throw new IntegrityError(`backup ${loc.id}: object ${o.name} (offset ${o.offset}) listed in its metadata is missing`, {
+        backupId: loc.id,
+        object: o.name,
+        offset: o.offset,
+      });
+    }
+  }
+  for (const name of present) {
+    if (!expected.has(name)) {
+      throw new IntegrityError(
+        `backup ${loc.id}: object ${name} in container ${loc.container} has the backup's prefix but is not in its metadata`,
+        { backupId: loc.id, object: name },
+      );
+    }
+  }
+}
+
+export interface RemovalReport {
+  deleted: number;
+  /** Objects that could not be removed (name: reason). */
+  failed: string[];
+}
+
+/**
+ * Removes every object of a backup: `_metadata` first, so a half-deleted backup never looks
+ * complete, then everything listed under the prefix plus `known` names (in case listing
+ * misses some). Missing objects are fine; failures are collected, not hidden.
+ */
+export async function removeBackupObjects(
+  backend: Backend,
+  loc: BackupLocation,
+  known: Iterable<string> = [],
+  opts?: CallOptions,
+): Promise<RemovalReport> {
+  const report: RemovalReport = { deleted: 0, failed: [] };
+  const remove = async (name: string) => {
+    try {
+      await backend.delete(loc.container, name, opts);
+      report.deleted++;
+    } catch (err) {
+      report.failed.push(`${name}: ${(err as Error).message}`);
+    }
+  };
+  const meta = metadataObjectName(loc.prefix);
+  await remove(meta);
+  if (report.failed.length) return report; // never delete data that a complete-looking backup still references
+  await backend.flush(loc.container, opts);
+  const names = new Set(known);
+  try {
+    for await (const name of backend.list(loc.container, loc.prefix, opts)) names.add(name);
+  } catch (err) {
+    report.failed.push(`listing ${loc.container}/${loc.prefix}*: ${(err as Error).message}`);
+  }
+  names.delete(meta);
+  const queue = [...names];
+  const workers = Array.from({ length: Math.min(8, queue.length) }, async () => {
+    for (let name = queue.pop(); name !== undefined; name = queue.pop()) await remove(name);
+  });
+  await Promise.all(workers);
+  await backend.flush(loc.container, opts);
+  return report;
+}

@@ -1,0 +1,285 @@
+/**
+ * Restore replays a chain (full backup, then its incrementals) as one extent map: every
+ * block of the target comes from the newest object covering it, each needed object is
+ * read once, checked (length, MD5, SHA-256 of every block) and its blocks written once.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Backend } from '../backends/backend.js';
+import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
+import type { RestoreRun } from './chunk-work.js';
+import { ProgressReporter, type ProgressOptions } from './progress.js';
+import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
+import { WorkerPool } from './worker-pool.js';
+
+/** The backups to replay, full first, ending with `id`. */
+export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
+  const chain: BackupRecord[] = [];
+  const seen = new Set<string>();
+  for (let cur: string | null = id; cur !== null; ) {
+    if (seen.has(cur)) throw new IntegrityError(`the chain of backup ${id} has a cycle at backup ${cur}`, { backupId: id });
+    seen.add(cur);
+    const rec = await catalog.get(cur);
+    if (!rec || rec.status === 'deleted') {
+      throw new NotFoundError(
+        cur === id ? `backup ${id} is not in the catalog` : `backup ${cur}, an ancestor of ${id}, is not in the catalog`,
+        { backupId: cur },
+      );
+    }
+    if (rec.status !== 'available') {
+      throw new ConflictError(`backup ${rec.id} is ${rec.status}, not available`, { backupId: rec.id });
+    }
+    chain.unshift(rec);
+    cur = rec.parent_id;
+  }
+  return chain;
+}
+
+export interface Layer {
+  loc: BackupLocation;
+  meta: BackupMetadata;
+  sha: Sha256File;
+  bytes: number;
+}
+
+/**
+ * The exact volume length of each layer, from the repository alone: a full backup's objects
+ * cover the volume; an incremental's sha256file counts its blocks and its last block is
+ * either stored or, unchanged, as long as the parent's block at that index.
+ */
+export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Layer | undefined, id: string): number {
+  const bs = sha.blockSize;
+  const n = sha.sha256s.length;
+  const end = meta.objects.reduce((m, o) => Math.max(m, o.offset + o.length), 0);
+  const fail = (what: string): never => {
+    throw new IntegrityError(`backup ${id}: ${what}`, { backupId: id });
+  };
+  if (n === 0) fail('its sha256file lists no blocks');
+  if (end > n * bs) fail(`objects reach offset ${end}, past the ${n} blocks of its sha256file`);
+  if (!parent || end > (n - 1) * bs) {
+    if (end <= (n - 1) * bs) fail(`objects end at ${end} but its sha256file lists ${n} blocks of ${bs} bytes`);
+    return end;
+  }
+  const parentBlocks = parent.sha.sha256s.length;
+  if (n - 1 < parentBlocks - 1) return n * bs;
+  if (n - 1 === parentBlocks - 1) return parent.bytes;
+  return fail(`block ${n - 1} lies past its parent's volume but no object stores it`);
+}
+
+export interface RestorePlan {
+  chain: BackupRecord[];
+  layers: Layer[];
+  bytes: number;
+  blockSize: number;
+  /** The objects to read, in volume order, each with the blocks it provides. */
+  reads: { layer: Layer; object: ObjectEntry; runs: RestoreRun[] }[];
+}
+
+export async function planRestore(backend: Backend, catalog: Catalog, id: string, signal?: AbortSignal): Promise<RestorePlan> {
+  const chain = await resolveChain(catalog, id);
+  const layers: Layer[] = [];
+  for (const rec of chain) {
+    const loc = locate(rec);
+    if (rec.repository !== backend.url) {
+      throw new InvalidInputError(`backup ${rec.id} lives in ${rec.repository}, not in ${backend.url} (use --repo)`, {
+        backupId: rec.id,
+      });
+    }
+    const meta = await readMetadata(backend, loc, { signal });
+    const sha = await readSha256File(backend, loc, { signal });
+    const parent = layers.at(-1);
+    if (parent && sha.blockSize !== parent.sha.blockSize) {
+      throw new IntegrityError(`backup ${rec.id}: sha block size ${sha.blockSize} differs from its parent's ${parent.sha.blockSize}`, {
+        backupId: rec.id,
+      });
+    }
+    await checkListing(backend, loc, meta, { signal });
+    layers.push({ loc, meta, sha, bytes: layerLength(meta, sha, parent, rec.id) });
+  }
+  const target = layers.at(-1)!;
+  const bs = target.sha.blockSize;
+  const nBlocks = Math.ceil(target.bytes / bs);
+  if (nBlocks !== target.sha.sha256s.length) {
+    throw new IntegrityError(`backup ${id}: volume of ${target.bytes} bytes needs ${nBlocks} hashes, sha256file has ${target.sha.sha256s.length}`, {
+      backupId: id,
+    });
+  }
+  // owner[block] = index into `all` of the newest object covering that block.
+  const all: { layer: Layer; object: ObjectEntry }[] = [];
+  const owner = new Int32Array(nBlocks).fill(-1);
+  for (const layer of layers) {
+    for (const object of layer.meta.objects) {
+      if (object.offset % bs) {
+        throw new IntegrityError(`object ${object.name} of backup ${layer.loc.id}: offset ${object.offset} is not a multiple of the sha block size ${bs}`, {
+          backupId: layer.loc.id, object: object.name, offset: object.offset,
+        });
+      }
+      const k = all.push({ layer, object }) - 1;
+      const last = Math.min(Math.ceil((object.offset + object.length) / bs), nBlocks);
+      for (let b = object.offset / bs; b < last; b++) owner[b] = k;
+    }
+  }
+  const runsOf = new Map<number, RestoreRun[]>();
+  for (let b = 0; b < nBlocks; ) {
+    const k = owner[b]!;
+    if (k < 0) throw new IntegrityError(`backup ${id}: no object of its chain covers volume offset ${b * bs}`, { backupId: id, offset: b * bs });
+    let e = b + 1;
+    while (e < nBlocks && owner[e] === k) e++;
+    const runs = runsOf.get(k) ?? [];
+    runs.push({ block: b, count: e - b, hashes: target.sha.sha256s.slice(b, e) });
+    runsOf.set(k, runs);
+    b = e;
+  }
+  const reads = [...runsOf.entries()]
+    .sort((a, b) => a[1][0]!.block - b[1][0]!.block)
+    .map(([k, runs]) => ({ ...all[k]!, runs }));
+  return { chain, layers, bytes: target.bytes, blockSize: bs, reads };
+}
+
+export interface RestoreOptions extends ProgressOptions {
+  backend: Backend;
+  catalog: Catalog;
+  backupId: string;
+  /** Output path; omitted for verify. */
+  target?: string;
+  /** Write into an existing file or block device in place (no temporary file, no holes). */
+  toExisting?: boolean;
+  /** Replace an existing regular file (atomically, via a temporary file). */
+  force?: boolean;
+  signal?: AbortSignal;
+  pool?: WorkerPool;
+  threads?: number;
+}
+
+export interface RestoreResult {
+  id: string;
+  chain: string[];
+  bytes: number;
+  objectsRead: number;
+  bytesWritten: number;
+  seconds: number;
+  bytesPerSecond: number;
+  target: string | null;
+}
+
+interface Output {
+  fh: fsp.FileHandle;
+  /** Whether zero blocks may be left as holes. */
+  sparse: boolean;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+async function openOutput(target: string, bytes: number, toExisting: boolean, force: boolean): Promise<Output> {
+  const st = await fsp.stat(target).catch(() => undefined);
+  if (toExisting) {
+    if (!st) throw new InvalidInputError(`--to-existing: ${target} does not exist`);
+    const fh = await fsp.open(target, fsc.O_RDWR);
+    if (st.isFile()) await fh.truncate(bytes);
+    return {
+      fh, sparse: false,
+      commit: async () => (await fh.sync(), await fh.close()),
+      abort: () => fh.close(),
+    };
+  }
+  if (st && !(force && st.isFile())) {
+    throw new InvalidInputError(
+      `${target} exists (use --to-existing to write into it${st.isFile() ? ', or --force to replace it' : ''})`,
+    );
+  }
+  const dir = path.dirname(path.resolve(target));
+  const tmp = path.join(dir, `.${path.basename(target)}.chunkvault-tmp-${randomBytes(6).toString('hex')}`);
+  const fh = await fsp.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
+    throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
+  });
+  await fh.truncate(bytes);
+  return {
+    fh, sparse: true,
+    async commit() {
+      await fh.sync();
+      await fh.close();
+      await fsp.rename(tmp, target);
+      const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      await d.sync().finally(() => d.close());
+    },
+    async abort() {
+      await fh.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+    },
+  };
+}
+
+async function writeAll(fh: fsp.FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let off = 0; off < data.length; ) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    off += bytesWritten;
+  }
+}
+
+/** Restores (or, without a target, verifies) a backup and its chain. */
+export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  const plan = await planRestore(o.backend, o.catalog, o.backupId, o.signal);
+  const verifyOnly = o.target === undefined;
+  const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
+  const pool = o.pool ?? new WorkerPool(o.threads);
+  const out = verifyOnly ? undefined : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force);
+  const bs = plan.blockSize;
+  let bytesWritten = 0;
+  try {
+    const depth = pool.size + 2;
+    const pending: Promise<void>[] = [];
+    const handle = async (read: RestorePlan['reads'][number]) => {
+      const { layer, object, runs } = read;
+      const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal });
+      const r = await pool.run({
+        kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
+        offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs,
+        returnData: !verifyOnly,
+      });
+      const sparse = out?.sparse ?? true;
+      let first = 0; // index of this run's first block in r.zero
+      for (const run of runs) {
+        // Write maximal stretches of blocks; zero blocks stay holes in a new (sparse) file.
+        let start = -1;
+        for (let i = 0; i <= run.count; i++) {
+          const keep = i < run.count && !(sparse && r.zero[first + i] === 1);
+          if (keep && start < 0) start = i;
+          if (!keep && start >= 0) {
+            const from = (run.block + start) * bs;
+            const to = Math.min((run.block + i) * bs, plan.bytes);
+            if (out && r.data) await writeAll(out.fh, r.data.subarray(from - object.offset, to - object.offset), from);
+            bytesWritten += to - from;
+            start = -1;
+          }
+        }
+        first += run.count;
+        progress.add(Math.min(run.count * bs, plan.bytes - run.block * bs), 0);
+      }
+      progress.add(0, 1);
+    };
+    for (const read of plan.reads) {
+      o.signal?.throwIfAborted();
+      const p = handle(read);
+      p.catch(() => {});
+      pending.push(p);
+      if (pending.length >= depth) await pending.shift();
+    }
+    await Promise.all(pending);
+    await out?.commit();
+  } catch (err) {
+    await out?.abort().catch(() => {});
+    throw err;
+  } finally {
+    progress.stop();
+    if (!o.pool) await pool.close();
+  }
+  progress.end();
+  const seconds = progress.elapsedSeconds();
+  return {
+    id: o.backupId, chain: plan.chain.map((c) => c.id), bytes: plan.bytes, objectsRead: plan.reads.length,
+    bytesWritten, seconds, bytesPerSecond: seconds > 0 ? plan.bytes / seconds : 0, target: o.target ?? null,
+  };
+}
