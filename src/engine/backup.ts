@@ -25,6 +25,7 @@ export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_SHA_BLOCK_SIZE = 32 * 1024;
 export const DEFAULT_COMPRESSION = 'zstd';
 const GiB = 1024 ** 3;
+const UPLOAD_BYTES = 128 * 1024 * 1024;
 
 export interface BackupOptions extends ProgressOptions {
   backend: Backend;
@@ -230,7 +231,8 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   async function writeObjects() {
     const inflight: { result: Promise<BackupChunkResult>; length: number }[] = [];
     const maxInflight = pool.size + 1;
-    const maxUploads = o.uploads ?? 4;
+    // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
+    const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / chunkSize)));
     const entries: ObjectEntry[] = [];
     const hashes: string[] = [];
     let storedBytes = 0;
@@ -238,8 +240,18 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     let offset = 0;
     let block = 0;
 
+    // Chunk buffers circulate (reader -> worker -> store -> reader) instead of piling up as garbage.
+    const free: Buffer[] = [];
+    const takeBuffer = () => free.pop() ?? Buffer.allocUnsafeSlow(chunkSize);
+    const giveBack = (chunk: Uint8Array) => {
+      if (chunk.byteOffset === 0 && chunk.buffer.byteLength === chunkSize && free.length < maxInflight + maxUploads) {
+        free.push(Buffer.from(chunk.buffer, 0, chunkSize));
+      }
+    };
+
     const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number }) => {
       const r = await chunk.result;
+      const usingChunk: Promise<void>[] = [];
       for (const h of r.hashes) hashes.push(h);
       zeroBlocks += r.zeroBlocks;
       for (const ext of r.extents) {
@@ -250,13 +262,16 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
         while (uploads.size >= maxUploads) await Promise.race(uploads);
         const put = quiet(o.backend.put(container, name, ext.data, { signal }).finally(() => uploads.delete(put)));
         uploads.add(put);
+        if (ext.data.buffer === r.chunk.buffer) usingChunk.push(put);
       }
+      if (usingChunk.length) quiet(Promise.all(usingChunk).then(() => giveBack(r.chunk)));
+      else giveBack(r.chunk);
       progress.add(chunk.length, r.extents.length);
     };
 
     for (;;) {
       signal.throwIfAborted();
-      const data = await o.source.read(chunkSize);
+      const data = await o.source.read(takeBuffer());
       if (data.length === 0) break;
       const nBlocks = Math.ceil(data.length / shaBlockSize);
       const parentHashes = parentSha

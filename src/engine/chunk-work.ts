@@ -28,6 +28,8 @@ export interface StoredExtent {
 }
 
 export interface BackupChunkResult {
+  /** The job's chunk buffer, handed back for reuse (extents stored raw are views of it). */
+  chunk: Uint8Array;
   hashes: string[];
   extents: StoredExtent[];
   zeroBlocks: number;
@@ -150,7 +152,7 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
       }
     }
   }
-  return { hashes, extents, zeroBlocks };
+  return { chunk: job.data, hashes, extents, zeroBlocks };
 }
 
 /**

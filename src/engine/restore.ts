@@ -15,6 +15,8 @@ import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { WorkerPool } from './worker-pool.js';
 
+const READ_AHEAD_BYTES = 256 * 1024 * 1024;
+
 /** The backups to replay, full first, ending with `id`. */
 export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
   const chain: BackupRecord[] = [];
@@ -229,7 +231,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const bs = plan.blockSize;
   let bytesWritten = 0;
   try {
-    const depth = pool.size + 2;
+    // Objects in flight hold their compressed and decompressed bytes: bound them by size too.
+    const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
+    const depth = Math.max(1, Math.min(pool.size + 2, Math.floor(READ_AHEAD_BYTES / largest)));
     const pending: Promise<void>[] = [];
     const handle = async (read: RestorePlan['reads'][number]) => {
       const { layer, object, runs } = read;

@@ -9,8 +9,11 @@ export interface VolumeSource {
   readonly name: string;
   /** Byte length when known up front (files, block devices); undefined for stdin. */
   readonly size: number | undefined;
-  /** Reads up to `length` bytes into a new buffer; fewer only at the end of the volume. */
-  read(length: number): Promise<Buffer>;
+  /**
+   * Fills `into` from the current position and returns the filled part; it is shorter than
+   * `into` only at the end of the volume.
+   */
+  read(into: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -29,8 +32,8 @@ class FileSource implements VolumeSource {
   private position = 0;
   constructor(readonly name: string, readonly size: number | undefined, private readonly fh: fsp.FileHandle) {}
 
-  async read(length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafeSlow(length);
+  async read(buf: Buffer): Promise<Buffer> {
+    const length = buf.length;
     let filled = 0;
     while (filled < length) {
       const { bytesRead } = await this.fh.read(buf, filled, length - filled, this.position);
@@ -57,8 +60,8 @@ class StreamSource implements VolumeSource {
     this.iterator = stream[Symbol.asyncIterator]();
   }
 
-  async read(length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafeSlow(length);
+  async read(buf: Buffer): Promise<Buffer> {
+    const length = buf.length;
     let filled = 0;
     while (filled < length) {
       if (!this.pending || this.pending.length === 0) {

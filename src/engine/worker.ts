@@ -8,7 +8,7 @@ parentPort!.on('message', async ({ seq, job }: { seq: number; job: BackupChunkJo
   try {
     const result = job.kind === 'backup' ? await processBackupChunk(job) : await processRestoreObject(job);
     const views: Uint8Array[] =
-      'extents' in result ? result.extents.map((e) => e.data) : result.data ? [result.data] : [];
+      'extents' in result ? [result.chunk, ...result.extents.map((e) => e.data)] : result.data ? [result.data] : [];
     postWithTransfer(parentPort!, { seq, result }, views);
   } catch (err) {
     const e = err as Error;
