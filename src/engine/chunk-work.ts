@@ -2,7 +2,7 @@
  * The CPU-bound steps of the data path, as pure functions over one chunk or one object.
  * They run inside worker threads (see worker.ts) and, in tests, in-process.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { algorithmForLabel, type Algorithm } from '../codecs/codec.js';
 import { loadCodec } from '../codecs/codecs.js';
 import { IntegrityError } from '../errors.js';
@@ -110,47 +110,70 @@ async function prepareZeroOutput(data: Uint8Array, label: string): Promise<{ com
   return out.data ? { compression: out.compression, data: out.data.slice() } : { compression: 'none', data };
 }
 
-async function storeExtent(data: Uint8Array, offset: number, allZero: boolean, label: string): Promise<StoredExtent> {
-  if (allZero) {
-    const out = await prepareZeroOutput(data, label);
-    return { offset, length: data.length, md5: digestOfZeros('md5', data.length), ...out };
+interface Run {
+  from: number;
+  to: number;
+  md5: Hash;
+  /** Zero bytes not yet fed to md5: an all-zero run never needs them (its MD5 is a constant). */
+  zeroTail: number;
+  allZero: boolean;
+}
+
+function feedZeros(run: Run): void {
+  for (let n = run.zeroTail; n > 0; ) {
+    const step = Math.min(n, 1 << 20);
+    run.md5.update(zeroBuffer(step));
+    n -= step;
   }
-  const out = await prepareOutput(data, label);
-  return { offset, length: data.length, md5: md5(data), ...out };
+  run.zeroTail = 0;
 }
 
 /**
  * Hashes every sha block of a chunk and prepares what the backup stores for it: the whole
  * chunk (full backup), or one extent per maximal run of blocks whose hash differs from the
- * parent's (incremental; runs never span two chunks, as in Cinder).
+ * parent's (incremental; runs never span two chunks, as in Cinder). One pass over the
+ * blocks computes SHA-256 and the extents' MD5 while each block is in cache; zero blocks
+ * cost a comparison.
  */
 export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChunkResult> {
-  const { data, blockSize } = job;
+  const { data, blockSize, parentHashes } = job;
   const hashes: string[] = [];
-  const zero: boolean[] = [];
-  for (let off = 0; off < data.length; off += blockSize) {
-    const block = data.subarray(off, Math.min(off + blockSize, data.length));
-    const z = isAllZero(block);
-    zero.push(z);
-    hashes.push(z ? digestOfZeros('sha256', block.length) : sha256(block));
-  }
-  const zeroBlocks = zero.filter(Boolean).length;
-  const extents: StoredExtent[] = [];
-  if (job.parentHashes === null) {
-    extents.push(await storeExtent(data, job.offset, zeroBlocks === zero.length, job.compression));
-  } else {
-    let start = -1;
-    for (let i = 0; i <= hashes.length; i++) {
-      const changed = i < hashes.length && hashes[i] !== job.parentHashes[i];
-      if (changed && start < 0) start = i;
-      if (!changed && start >= 0) {
-        const from = start * blockSize;
-        const to = Math.min(i * blockSize, data.length);
-        const allZero = zero.slice(start, i).every(Boolean);
-        extents.push(await storeExtent(data.subarray(from, to), job.offset + from, allZero, job.compression));
-        start = -1;
-      }
+  const runs: Run[] = [];
+  let run: Run | undefined;
+  let zeroBlocks = 0;
+  for (let i = 0, off = 0; off < data.length; i++, off += blockSize) {
+    const end = Math.min(off + blockSize, data.length);
+    const block = data.subarray(off, end);
+    const zero = isAllZero(block);
+    const hash = zero ? digestOfZeros('sha256', block.length) : sha256(block);
+    hashes.push(hash);
+    if (zero) zeroBlocks++;
+    if (parentHashes !== null && hash === parentHashes[i]) {
+      run = undefined;
+      continue;
     }
+    if (!run) runs.push((run = { from: off, to: off, md5: createHash('md5'), zeroTail: 0, allZero: true }));
+    run.to = end;
+    if (zero) {
+      run.zeroTail += block.length;
+    } else {
+      feedZeros(run);
+      run.md5.update(block);
+      run.allZero = false;
+    }
+  }
+  const extents: StoredExtent[] = [];
+  for (const r of runs) {
+    const bytes = data.subarray(r.from, r.to);
+    let digest: string;
+    if (r.allZero) {
+      digest = digestOfZeros('md5', bytes.length);
+    } else {
+      feedZeros(r);
+      digest = r.md5.digest('hex');
+    }
+    const out = r.allZero ? await prepareZeroOutput(bytes, job.compression) : await prepareOutput(bytes, job.compression);
+    extents.push({ offset: job.offset + r.from, length: bytes.length, md5: digest, ...out });
   }
   return { chunk: job.data, hashes, extents, zeroBlocks };
 }
