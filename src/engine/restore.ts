@@ -13,6 +13,7 @@ import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata
 import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
+import { blockDeviceSize } from './source.js';
 import { WorkerPool } from './worker-pool.js';
 
 const READ_AHEAD_BYTES = 256 * 1024 * 1024;
@@ -179,6 +180,14 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
   const st = await fsp.stat(target).catch(() => undefined);
   if (toExisting) {
     if (!st) throw new InvalidInputError(`--to-existing: ${target} does not exist`);
+    if (st.isBlockDevice()) {
+      const capacity = blockDeviceSize(st);
+      if (capacity !== undefined && capacity < bytes) {
+        throw new InvalidInputError(`${target} holds ${capacity} bytes; the backup's volume has ${bytes}`);
+      }
+    } else if (!st.isFile()) {
+      throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
+    }
     const fh = await fsp.open(target, fsc.O_RDWR);
     if (st.isFile()) await fh.truncate(bytes);
     return {

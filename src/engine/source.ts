@@ -18,7 +18,7 @@ export interface VolumeSource {
 }
 
 /** Size of a block device from sysfs (fstat reports 0 for devices). */
-function blockDeviceSize(st: Stats): number | undefined {
+export function blockDeviceSize(st: Stats): number | undefined {
   const major = Math.floor(st.rdev / 256) & 0xfff;
   const minor = (st.rdev & 0xff) | ((Math.floor(st.rdev / 4096) & 0xfff00) >>> 0);
   try {
