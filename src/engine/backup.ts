@@ -106,6 +106,16 @@ function quiet<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** Settles with `p`, or rejects as soon as `signal` aborts (a stalled pipe must not delay a cancel). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   o.signal?.throwIfAborted();
   const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
@@ -162,7 +172,10 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
   // One controller stops every step: the caller's signal, a `deleting` status, or a failure.
   const stop = new AbortController();
-  const onAbort = () => stop.abort(new CancelledError(`backup ${id} cancelled`, { backupId: id }));
+  const onAbort = () => {
+    const why = o.signal?.reason instanceof Error ? o.signal.reason.message : 'cancelled';
+    stop.abort(new CancelledError(`backup ${id}: ${why}`, { backupId: id }));
+  };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let deletedByUser = false;
   const poll = setInterval(async () => {
@@ -271,7 +284,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
     for (;;) {
       signal.throwIfAborted();
-      const data = await o.source.read(takeBuffer());
+      const data = await untilAborted(o.source.read(takeBuffer()), signal);
       if (data.length === 0) break;
       const nBlocks = Math.ceil(data.length / shaBlockSize);
       const parentHashes = parentSha

@@ -56,7 +56,7 @@ class StreamSource implements VolumeSource {
   private pending: Buffer | undefined;
   private done = false;
 
-  constructor(readonly name: string, stream: Readable) {
+  constructor(readonly name: string, private readonly stream: Readable) {
     this.iterator = stream[Symbol.asyncIterator]();
   }
 
@@ -82,7 +82,8 @@ class StreamSource implements VolumeSource {
   }
 
   async close(): Promise<void> {
-    await this.iterator.return?.();
+    // Destroy rather than drain: a cancelled backup must not wait for a stalled writer.
+    this.stream.destroy();
   }
 }
 
