@@ -3,6 +3,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
+import { DirectWriter } from '../io/direct-writer.js';
 import type { Backend, CallOptions } from './backend.js';
 
 /** Files being written carry this prefix, which no Cinder object prefix starts with. */
@@ -83,23 +84,19 @@ export class PosixBackend implements Backend {
     const target = this.resolve(container, name);
     const dir = path.dirname(target);
     const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
-    let fh: fsp.FileHandle | undefined;
+    let out: DirectWriter | undefined;
     try {
       if (name.includes('/')) await fsp.mkdir(dir, { recursive: true });
-      fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
-      let off = 0;
-      while (off < data.length) {
-        const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-        off += bytesWritten;
-      }
-      await fh.datasync();
-      await fh.close();
-      fh = undefined;
+      out = await DirectWriter.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
+      await out.write(data, 0);
+      await out.sync();
+      await out.close();
+      out = undefined;
       throwIfAborted(opts?.signal);
       await fsp.rename(tmp, target);
       this.dirty.add(dir);
     } catch (err) {
-      await fh?.close().catch(() => {});
+      await out?.close().catch(() => {});
       await fsp.rm(tmp, { force: true }).catch(() => {});
       if ((err as Error).name === 'AbortError') throw err;
       throw new BackendError(`cannot write ${target}: ${(err as Error).message}`, {

@@ -94,7 +94,13 @@ async function prepareOutput(data: Uint8Array, label: string): Promise<{ compres
   const algorithm: Algorithm | null = algorithmForLabel(label);
   if (algorithm === null) return { compression: 'none', data };
   const compressed = (await loadCodec(algorithm)).compress(data);
-  return compressed.length >= data.length ? { compression: 'none', data } : { compression: label, data: compressed };
+  if (compressed.length >= data.length) return { compression: 'none', data };
+  // Codecs may return memory owned by a native addon, which cannot move between threads;
+  // a copy into plain memory lets every buffer of the result move instead of the whole
+  // message being cloned.
+  const owned = new Uint8Array(compressed.length);
+  owned.set(compressed);
+  return { compression: label, data: owned };
 }
 
 const zeroOutputs = new Map<string, { compression: string; data?: Uint8Array }>();

@@ -15,6 +15,7 @@ import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { blockDeviceSize } from './source.js';
 import { WorkerPool } from './worker-pool.js';
+import { DirectWriter } from '../io/direct-writer.js';
 
 const READ_AHEAD_BYTES = 256 * 1024 * 1024;
 
@@ -169,7 +170,7 @@ export interface RestoreResult {
 }
 
 interface Output {
-  fh: fsp.FileHandle;
+  out: DirectWriter;
   /** Whether zero blocks may be left as holes. */
   sparse: boolean;
   commit(): Promise<void>;
@@ -188,12 +189,12 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     } else if (!st.isFile()) {
       throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
     }
-    const fh = await fsp.open(target, fsc.O_RDWR);
-    if (st.isFile()) await fh.truncate(bytes);
+    const out = await DirectWriter.open(target, fsc.O_RDWR);
+    if (st.isFile()) await out.fh.truncate(bytes);
     return {
-      fh, sparse: false,
-      commit: async () => (await fh.sync(), await fh.close()),
-      abort: () => fh.close(),
+      out, sparse: false,
+      commit: async () => (await out.sync(), await out.close()),
+      abort: () => out.close(),
     };
   }
   if (st && !(force && st.isFile())) {
@@ -203,31 +204,24 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
   }
   const dir = path.dirname(path.resolve(target));
   const tmp = path.join(dir, `.${path.basename(target)}.chunkvault-tmp-${randomBytes(6).toString('hex')}`);
-  const fh = await fsp.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
+  const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
     throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
   });
-  await fh.truncate(bytes);
+  await out.fh.truncate(bytes);
   return {
-    fh, sparse: true,
+    out, sparse: true,
     async commit() {
-      await fh.sync();
-      await fh.close();
+      await out.sync();
+      await out.close();
       await fsp.rename(tmp, target);
       const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
       await d.sync().finally(() => d.close());
     },
     async abort() {
-      await fh.close().catch(() => {});
+      await out.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
     },
   };
-}
-
-async function writeAll(fh: fsp.FileHandle, data: Uint8Array, position: number): Promise<void> {
-  for (let off = 0; off < data.length; ) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
-    off += bytesWritten;
-  }
 }
 
 /** Restores (or, without a target, verifies) a backup and its chain. */
@@ -263,7 +257,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           if (!keep && start >= 0) {
             const from = (run.block + start) * bs;
             const to = Math.min((run.block + i) * bs, plan.bytes);
-            if (out && r.data) await writeAll(out.fh, r.data.subarray(from - object.offset, to - object.offset), from);
+            if (out && r.data) await out.out.write(r.data.subarray(from - object.offset, to - object.offset), from);
             bytesWritten += to - from;
             start = -1;
           }
