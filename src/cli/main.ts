@@ -33,6 +33,16 @@ async function withContext(cmd: Command, fn: (ctx: Context) => Promise<void>): P
   }
 }
 
+/** Runs `fn` with a progress bar (when stderr is a terminal) that is closed however it ends. */
+async function withProgress<T>(ctx: Context, fn: (progress: ReturnType<Context['progress']>) => Promise<T>): Promise<T> {
+  const progress = ctx.progress();
+  try {
+    return await fn(progress);
+  } finally {
+    progress.done();
+  }
+}
+
 function print(ctx: Context, value: unknown, human: string): void {
   if (ctx.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
   else ctx.say(human);
@@ -79,20 +89,17 @@ program
         if (Number.isNaN(timestamp.getTime())) throw new InvalidInputError(`--timestamp: invalid time '${o.timestamp}'`);
       }
       const src = await openSource(source);
-      const progress = ctx.progress();
       try {
-        const r = await runBackup({
+        const r = await withProgress(ctx, (progress) => runBackup({
           backend: ctx.backend, catalog: ctx.catalog, source: src, volumeId, backupId: o.backupId,
           incremental: !!o.incremental, parentId: o.parent, compression: o.compression, chunkSize: o.chunkSize,
           shaBlockSize: o.shaBlockSize, container: o.container, name: o.name, description: o.description,
           availabilityZone: o.availabilityZone, timestamp, threads: o.threads, signal: ctx.signal, ...progress,
-        });
-        progress.done();
+        }));
         print(ctx, r,
           `backup ${r.id} (${r.kind}) of volume ${r.volumeId}: ${formatBytes(r.bytes)} in ${r.seconds.toFixed(1)} s ` +
           `(${formatRate(r.bytesPerSecond)}), ${r.objects} objects, ${formatBytes(r.storedBytes)} stored`);
       } finally {
-        progress.done();
         await src.close();
       }
     }),
@@ -145,18 +152,12 @@ program
   .option('--threads <n>', 'decompression/verification threads', (v) => Number(v))
   .action(async (id: string, target: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      const progress = ctx.progress();
-      try {
-        const r = await restoreBackup({
-          backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, toExisting: !!o.toExisting,
-          force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
-        });
-        progress.done();
-        print(ctx, r, `restored backup ${id} (chain of ${r.chain.length}) to ${target}: ${formatBytes(r.bytes)} verified ` +
-          `in ${r.seconds.toFixed(1)} s (${formatRate(r.bytesPerSecond)})`);
-      } finally {
-        progress.done();
-      }
+      const r = await withProgress(ctx, (progress) => restoreBackup({
+        backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, toExisting: !!o.toExisting,
+        force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
+      }));
+      print(ctx, r, `restored backup ${id} (chain of ${r.chain.length}) to ${target}: ${formatBytes(r.bytes)} verified ` +
+        `in ${r.seconds.toFixed(1)} s (${formatRate(r.bytesPerSecond)})`);
     }),
   );
 
@@ -167,14 +168,9 @@ program
   .option('--threads <n>', 'verification threads', (v) => Number(v))
   .action(async (id: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      const progress = ctx.progress();
-      try {
-        const r = await restoreBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, threads: o.threads, signal: ctx.signal, ...progress });
-        progress.done();
-        print(ctx, { ...r, verified: true }, `backup ${id} verified: ${formatBytes(r.bytes)}, ${r.objectsRead} objects, chain of ${r.chain.length}`);
-      } finally {
-        progress.done();
-      }
+      const r = await withProgress(ctx, (progress) =>
+        restoreBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, threads: o.threads, signal: ctx.signal, ...progress }));
+      print(ctx, { ...r, verified: true }, `backup ${id} verified: ${formatBytes(r.bytes)}, ${r.objectsRead} objects, chain of ${r.chain.length}`);
     }),
   );
 

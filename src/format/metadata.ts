@@ -11,14 +11,18 @@ export interface ObjectEntry {
   compression: string;
 }
 
-/** The `<prefix>_metadata` object: the commit point of a backup. */
-export interface BackupMetadata {
+/** The fields `_metadata` and `_sha256file` share. */
+export interface BackupHeader {
   version: string;
   backupId: string;
   volumeId: string;
   name: string | null;
   description: string | null;
   createdAt: string;
+}
+
+/** The `<prefix>_metadata` object: the commit point of a backup. */
+export interface BackupMetadata extends BackupHeader {
   parentId: string | null;
   objects: ObjectEntry[];
   volumeMeta: string | null;
@@ -121,13 +125,7 @@ export function decodeMetadata(raw: Buffer, where: Where): BackupMetadata {
 }
 
 /** The `<prefix>_sha256file` object: one SHA-256 per sha block of the whole volume. */
-export interface Sha256File {
-  version: string;
-  backupId: string;
-  volumeId: string;
-  name: string | null;
-  description: string | null;
-  createdAt: string;
+export interface Sha256File extends BackupHeader {
   /** The sha block size (Cinder calls it chunk_size). */
   blockSize: number;
   sha256s: string[];
