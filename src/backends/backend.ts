@@ -21,6 +21,8 @@ export interface Backend {
    * name found by listing the root may separate a container from an object name.
    */
   readonly nestedContainers: boolean;
+  /** Container for new backups named by the repository address (object stores); else Cinder's default. */
+  readonly defaultContainer?: string;
 
   /** Creates the container if needed; an existing one is fine. */
   ensureContainer(container: string, opts?: CallOptions): Promise<void>;

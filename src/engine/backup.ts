@@ -135,7 +135,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   const id = o.backupId ?? randomUUID();
   const timestamp = new Date(Math.floor((o.timestamp ?? new Date()).getTime() / 1000) * 1000);
   const createdAt = pythonDatetimeString(timestamp);
-  const container = o.container ?? defaultContainer(o.backend.kind, id);
+  const container = o.container ?? o.backend.defaultContainer ?? defaultContainer(o.backend.kind, id);
   const prefix = objectPrefix(o.backend.kind, {
     volumeId: o.volumeId,
     backupId: id,
@@ -143,6 +143,8 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     availabilityZone: o.availabilityZone,
   });
   const loc: BackupLocation = { id, container, prefix };
+  // An unreachable repository fails before anything is recorded.
+  await o.backend.ensureContainer(container, { signal: o.signal });
   await o.catalog.create({
     id,
     volume_id: o.volumeId,
@@ -193,7 +195,6 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   const uploads = new Set<Promise<void>>();
   const signal = stop.signal;
   try {
-    await o.backend.ensureContainer(container, { signal });
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
     const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,

@@ -1,0 +1,60 @@
+/** Turning transport failures into chunkvault's error kinds, the same way for every HTTP store. */
+import { createHash } from 'node:crypto';
+import { BackendError, ChunkvaultError, NotFoundError, TransientBackendError, type ErrorContext } from '../errors.js';
+
+/** HTTP statuses worth retrying: throttling and server-side faults. */
+export function isTransientStatus(status: number): boolean {
+  return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+}
+
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH',
+  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
+]);
+
+/** Whether a thrown transport error (socket, timeout) is worth retrying. */
+export function isTransientTransportError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = (e as Error).cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code && TRANSIENT_CODES.has(code)) return true;
+    if (e.name === 'TimeoutError' || /socket hang up|fetch failed|other side closed|terminated/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/**
+ * Maps a failed request to an error kind. `signal` is the caller's: its abort is passed
+ * through untouched, while our own per-request timeout counts as a transient fault.
+ */
+export function classifyFailure(
+  err: unknown,
+  what: string,
+  ctx: ErrorContext,
+  status: number | undefined,
+  signal?: AbortSignal,
+): Error {
+  if (signal?.aborted) return signal.reason instanceof Error ? signal.reason : (err as Error);
+  if (err instanceof ChunkvaultError) return err;
+  const detail =
+    status === 401 || status === 403
+      ? `access denied (HTTP ${status}): check the credentials`
+      : status !== undefined
+        ? `HTTP ${status}`
+        : (err as Error)?.message ?? String(err);
+  const message = `${what}: ${detail}`;
+  if (status === 404) return new NotFoundError(message, ctx);
+  if ((status !== undefined && isTransientStatus(status)) || (status === undefined && isTransientTransportError(err))) {
+    return new TransientBackendError(message, { ...ctx, cause: err });
+  }
+  return new BackendError(message, { ...ctx, cause: err });
+}
+
+/** A per-request deadline combined with the caller's signal. */
+export function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  const timeout = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+export function md5(data: Uint8Array): Buffer {
+  return createHash('md5').update(data).digest();
+}

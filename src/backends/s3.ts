@@ -1,0 +1,133 @@
+import {
+  CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
+  PutObjectCommand, S3Client,
+} from '@aws-sdk/client-s3';
+import type { Backend, CallOptions } from './backend.js';
+import { classifyFailure, md5, withTimeout } from './faults.js';
+
+export interface S3Options {
+  /** Default bucket for new backups (the address's host part). */
+  bucket: string;
+  endpoint?: string;
+  region?: string;
+  /** Path-style addressing (S3-compatible servers); virtual-host style otherwise. */
+  pathStyle?: boolean;
+  profile?: string;
+  /** Keys per listing page (S3 caps it at 1000). */
+  pageSize?: number;
+  requestTimeoutMs?: number;
+}
+
+/**
+ * A repository in S3-compatible object storage, laid out as Cinder's S3 driver does: the
+ * container is a bucket, objects are keys. Credentials come from the AWS SDK's standard
+ * chain (environment, shared config and credentials files, profiles), never the address.
+ */
+export class S3Backend implements Backend {
+  readonly kind = 's3' as const;
+  readonly nestedContainers = false;
+  readonly url: string;
+  readonly defaultContainer: string;
+  private readonly client: S3Client;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: S3Options) {
+    const q = new URLSearchParams();
+    if (opts.endpoint) q.set('endpoint', opts.endpoint);
+    if (opts.region) q.set('region', opts.region);
+    if (opts.pathStyle !== undefined) q.set('path_style', String(opts.pathStyle));
+    if (opts.profile) q.set('profile', opts.profile);
+    this.url = `s3://${opts.bucket}${q.size ? '?' + q.toString() : ''}`;
+    this.defaultContainer = opts.bucket;
+    this.timeoutMs = opts.requestTimeoutMs ?? 120_000;
+    // The SDK warns on stderr about Node 20 on every run; chunkvault supports Node 20.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    this.client = new S3Client({
+      endpoint: opts.endpoint,
+      region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      forcePathStyle: opts.pathStyle ?? !!opts.endpoint,
+      ...(opts.profile ? { profile: opts.profile } : {}),
+      // S3-compatible servers reject the SDK's default streaming checksums.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      // RetryBackend owns retries (and counts them).
+      maxAttempts: 1,
+    });
+  }
+
+  private async call<T>(what: string, ctx: { container: string; object?: string }, opts: CallOptions | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    opts?.signal?.throwIfAborted();
+    try {
+      return await fn(withTimeout(opts?.signal, this.timeoutMs));
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      const name = (err as Error).name;
+      const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
+      const named = name && name !== 'Unknown' && status && status !== 401 && status !== 403;
+      throw classifyFailure(err, named ? `${label}: ${name}` : label, ctx, status, opts?.signal);
+    }
+  }
+
+  async ensureContainer(bucket: string, opts?: CallOptions): Promise<void> {
+    const exists = await this.call('HEAD bucket', { container: bucket }, opts, (abortSignal) =>
+      this.client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal }).then(() => true),
+    ).catch((err) => {
+      if ((err as Error).name === 'NotFoundError') return false;
+      throw err;
+    });
+    if (exists) return;
+    await this.call('create bucket', { container: bucket }, opts, (abortSignal) =>
+      this.client.send(new CreateBucketCommand({ Bucket: bucket }), { abortSignal }),
+    ).catch((err) => {
+      if (/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test((err as Error).message)) return;
+      throw err;
+    });
+  }
+
+  async *list(bucket: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
+    let token: string | undefined;
+    do {
+      const page = await this.call('list', { container: bucket }, opts, (abortSignal) =>
+        this.client.send(new ListObjectsV2Command({
+          Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: token, MaxKeys: this.opts.pageSize,
+        }), { abortSignal }),
+      ).catch((err) => {
+        if ((err as Error).name === 'NotFoundError') return undefined; // no bucket: no objects
+        throw err;
+      });
+      if (!page) return;
+      for (const o of page.Contents ?? []) if (o.Key !== undefined) yield o.Key;
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async put(bucket: string, key: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
+    await this.call('PUT', { container: bucket, object: key }, opts, (abortSignal) =>
+      this.client.send(new PutObjectCommand({
+        Bucket: bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5(data).toString('base64'),
+      }), { abortSignal }),
+    );
+  }
+
+  async get(bucket: string, key: string, opts?: CallOptions): Promise<Buffer> {
+    return this.call('GET', { container: bucket, object: key }, opts, async (abortSignal) => {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal });
+      const bytes = await r.Body!.transformToByteArray();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    });
+  }
+
+  async delete(bucket: string, key: string, opts?: CallOptions): Promise<void> {
+    await this.call('DELETE', { container: bucket, object: key }, opts, (abortSignal) =>
+      this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }),
+    ).catch((err) => {
+      if ((err as Error).name !== 'NotFoundError') throw err;
+    });
+  }
+
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
