@@ -56,3 +56,8 @@ export interface Backend {
 export interface BackendStats {
   retries: number;
 }
+
+/** Retries performed so far by the backend (0 for backends that do not retry). */
+export function retriesSoFar(backend: Backend): number {
+  return (backend as { stats?: BackendStats }).stats?.retries ?? 0;
+}

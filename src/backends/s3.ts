@@ -2,6 +2,7 @@ import {
   CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
+import { TransientBackendError } from '../errors.js';
 import type { Backend, CallOptions } from './backend.js';
 import { classifyFailure, md5, withTimeout } from './faults.js';
 
@@ -57,9 +58,13 @@ export class S3Backend implements Backend {
 
   private async call<T>(what: string, ctx: { container: string; object?: string }, opts: CallOptions | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     opts?.signal?.throwIfAborted();
+    const signal = withTimeout(opts?.signal, this.timeoutMs);
     try {
-      return await fn(withTimeout(opts?.signal, this.timeoutMs));
+      return await fn(signal);
     } catch (err) {
+      if (signal.aborted && !opts?.signal?.aborted) {
+        throw new TransientBackendError(`s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}: no answer within ${this.timeoutMs} ms`, ctx);
+      }
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = (err as Error).name;
       const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;

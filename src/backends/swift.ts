@@ -1,4 +1,4 @@
-import { BackendError, InvalidInputError } from '../errors.js';
+import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
 import type { Backend, CallOptions } from './backend.js';
 import { classifyFailure, md5, withTimeout } from './faults.js';
 
@@ -129,12 +129,13 @@ export class SwiftBackend implements Backend {
         throw err;
       }
       let res: Response;
+      const signal = withTimeout(opts?.signal, this.timeoutMs);
       try {
         res = await fetch(s.storageUrl + path, {
           method,
           headers: { 'x-auth-token': s.token, ...init.headers },
           body: init.body as BodyInit | undefined,
-          signal: withTimeout(opts?.signal, this.timeoutMs),
+          signal,
         });
       } catch (err) {
         throw classifyFailure(err, what, ctx, undefined, opts?.signal);
@@ -150,6 +151,17 @@ export class SwiftBackend implements Backend {
     }
   }
 
+  /** Reads a response body; a connection lost or timed out meanwhile is a transient fault. */
+  private async body<T>(res: Response, read: (r: Response) => Promise<T>, what: string, ctx: { container: string; object?: string }, opts?: CallOptions): Promise<T> {
+    try {
+      return await read(res);
+    } catch (err) {
+      if (opts?.signal?.aborted) throw opts.signal.reason;
+      if (err instanceof SyntaxError) throw new BackendError(`${what}: the listing is not valid JSON`, ctx);
+      throw new TransientBackendError(`${what}: ${(err as Error).message}`, { ...ctx, cause: err });
+    }
+  }
+
   async ensureContainer(container: string, opts?: CallOptions): Promise<void> {
     const res = await this.request('PUT', `/${encodeName(container)}`, { container }, opts);
     await res.body?.cancel();
@@ -162,7 +174,7 @@ export class SwiftBackend implements Backend {
       const q = new URLSearchParams({ format: 'json', limit: String(limit), prefix, marker });
       const res = await this.request('GET', `/${encodeName(container)}?${q}`, { container }, opts, { ok: [404] });
       if (res.status === 404) return void (await res.body?.cancel());
-      const page = (await res.json()) as { name: string }[];
+      const page = await this.body(res, (r) => r.json() as Promise<{ name: string }[]>, `swift list ${container}`, { container }, opts);
       for (const o of page) yield o.name;
       if (page.length < limit) return;
       marker = page[page.length - 1]!.name;
@@ -183,8 +195,9 @@ export class SwiftBackend implements Backend {
   }
 
   async get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
-    const res = await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, { container, object: name }, opts);
-    return Buffer.from(await res.arrayBuffer());
+    const ctx = { container, object: name };
+    const res = await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts);
+    return Buffer.from(await this.body(res, (r) => r.arrayBuffer(), `swift GET ${container}/${name}`, ctx, opts));
   }
 
   async delete(container: string, name: string, opts?: CallOptions): Promise<void> {

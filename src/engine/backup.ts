@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Backend } from '../backends/backend.js';
+import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
@@ -70,6 +70,8 @@ export interface BackupResult {
   zeroBlocks: number;
   seconds: number;
   bytesPerSecond: number;
+  /** Storage calls retried after transient faults. */
+  retries: number;
 }
 
 function positiveInt(v: number, what: string): number {
@@ -191,6 +193,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
   const pool = o.pool ?? new WorkerPool(o.threads);
   const progress = new ProgressReporter('backup', id, o.source.size, o);
+  const retriesBefore = retriesSoFar(o.backend);
   const written: string[] = [];
   const uploads = new Set<Promise<void>>();
   const signal = stop.signal;
@@ -227,7 +230,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
       id, volumeId: o.volumeId, parentId: parent?.id ?? null, kind: parent ? 'incremental' : 'full',
       repository: o.backend.url, container, prefix, bytes: result.bytes, objects: result.entries.length,
       storedBytes: result.storedBytes, zeroBlocks: result.zeroBlocks, seconds,
-      bytesPerSecond: seconds > 0 ? result.bytes / seconds : 0,
+      bytesPerSecond: seconds > 0 ? result.bytes / seconds : 0, retries: retriesSoFar(o.backend) - retriesBefore,
     };
   } catch (err) {
     const reason = signal.aborted && signal.reason instanceof CancelledError ? signal.reason : err;

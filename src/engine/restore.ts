@@ -6,7 +6,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Backend } from '../backends/backend.js';
+import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
@@ -167,6 +167,8 @@ export interface RestoreResult {
   seconds: number;
   bytesPerSecond: number;
   target: string | null;
+  /** Storage calls retried after transient faults. */
+  retries: number;
 }
 
 interface Output {
@@ -226,6 +228,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
 
 /** Restores (or, without a target, verifies) a backup and its chain. */
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  const retriesBefore = retriesSoFar(o.backend);
   const plan = await planRestore(o.backend, o.catalog, o.backupId, o.signal);
   const verifyOnly = o.target === undefined;
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
@@ -288,5 +291,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   return {
     id: o.backupId, chain: plan.chain.map((c) => c.id), bytes: plan.bytes, objectsRead: plan.reads.length,
     bytesWritten, seconds, bytesPerSecond: seconds > 0 ? plan.bytes / seconds : 0, target: o.target ?? null,
+    retries: retriesSoFar(o.backend) - retriesBefore,
   };
 }

@@ -31,10 +31,12 @@ describe('progress events', () => {
 
   it('reports every N objects with byte-based percentages, ending at 100', async () => {
     const events: ProgressEvent[] = [];
+    const source = await openSource(volume);
     const r = await runBackup({
-      backend, catalog, source: await openSource(volume), volumeId: 'vol-progress', chunkSize: CHUNK,
+      backend, catalog, source, volumeId: 'vol-progress', chunkSize: CHUNK,
       shaBlockSize: 4096, threads: 1, progressEveryObjects: 5, progressIntervalMs: 0, onProgress: (e) => events.push(e),
     });
+    await source.close();
     backupId = r.id;
     assert.deepEqual(events.map((e) => e.reason), ['objects', 'objects', 'objects', 'objects', 'end']);
     assert.deepEqual(events.map((e) => e.objectsDone), [5, 10, 15, 20, 21]);

@@ -1,0 +1,146 @@
+/**
+ * One suite for every Backend: each implementation must pass these cases unchanged.
+ * `make(container)` opens a backend whose objects live in a fresh container;
+ * `paged(container)` the same with a small listing page, so that pagination really runs.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import type { Backend } from '../../src/backends/backend.js';
+import { NotFoundError } from '../../src/errors.js';
+
+export interface ConformanceTarget {
+  name: string;
+  make(container: string): Backend | Promise<Backend>;
+  paged(container: string, pageSize: number): Backend | Promise<Backend>;
+  /** A container name that has never been created. */
+  fresh(label: string): string;
+}
+
+async function names(b: Backend, container: string, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const n of b.list(container, prefix)) out.push(n);
+  return out.sort();
+}
+
+const sha = (d: Uint8Array) => createHash('sha256').update(d).digest('hex');
+
+export function backendConformance(t: ConformanceTarget): void {
+  describe(`Backend conformance: ${t.name}`, () => {
+    const opened: Backend[] = [];
+    const open = async (container: string) => {
+      const b = await t.make(container);
+      opened.push(b);
+      await b.ensureContainer(container);
+      return b;
+    };
+    after(async () => {
+      for (const b of opened) await b.close();
+    });
+
+    it('round-trips objects, including empty ones, and overwrites', async () => {
+      const c = t.fresh('roundtrip');
+      const b = await open(c);
+      const data = randomBytes(100_003);
+      await b.put(c, 'volume_x_backup_y-00001', data);
+      assert.ok((await b.get(c, 'volume_x_backup_y-00001')).equals(data));
+      await b.put(c, 'empty', new Uint8Array(0));
+      assert.equal((await b.get(c, 'empty')).length, 0);
+      const newer = randomBytes(17);
+      await b.put(c, 'volume_x_backup_y-00001', newer);
+      assert.ok((await b.get(c, 'volume_x_backup_y-00001')).equals(newer));
+      assert.deepEqual(await names(b, c, ''), ['empty', 'volume_x_backup_y-00001']);
+    });
+
+    it('stores a large object (64 MiB + 1) intact', async () => {
+      const c = t.fresh('large');
+      const b = await open(c);
+      const data = Buffer.alloc(64 * 1024 * 1024 + 1);
+      for (let off = 0; off < data.length; off += 1 << 20) randomBytes(4096).copy(data, off);
+      await b.put(c, 'big', data);
+      const back = await b.get(c, 'big');
+      assert.equal(back.length, data.length);
+      assert.equal(sha(back), sha(data));
+    });
+
+    it('lists thousands of names by prefix, each once, across pages', async () => {
+      const c = t.fresh('listing');
+      const b = await open(c);
+      const paged = await t.paged(c, 100);
+      opened.push(paged);
+      const want: string[] = [];
+      const queue = Array.from({ length: 2500 }, (_, i) => `volume_v/20240101000000/az_nova_backup_b-${String(i + 1).padStart(5, '0')}`);
+      want.push(...queue);
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        for (let n = queue.pop(); n !== undefined; n = queue.pop()) await b.put(c, n, Buffer.from(n));
+      }));
+      await b.put(c, 'volume_v/20240101000000/az_nova_backup_other-00001', Buffer.from('x'));
+      await b.put(c, 'unrelated', Buffer.from('x'));
+      const prefix = 'volume_v/20240101000000/az_nova_backup_b';
+      assert.deepEqual(await names(b, c, prefix), want.sort());
+      assert.deepEqual(await names(paged, c, prefix), want.sort());
+      assert.equal((await names(paged, c, '')).length, 2502);
+      assert.deepEqual(await names(b, c, 'volume_v/'), [...want, 'volume_v/20240101000000/az_nova_backup_other-00001'].sort());
+    });
+
+    it('keeps names with "/" as they are', async () => {
+      const c = t.fresh('slashes');
+      const b = await open(c);
+      await b.put(c, 'a/b/c_metadata', Buffer.from('1'));
+      await b.put(c, 'a/b-00001', Buffer.from('2'));
+      assert.deepEqual(await names(b, c, 'a/'), ['a/b-00001', 'a/b/c_metadata']);
+      assert.deepEqual(await names(b, c, 'a/b/'), ['a/b/c_metadata']);
+      assert.equal((await b.get(c, 'a/b/c_metadata')).toString(), '1');
+    });
+
+    it('lists nothing in a missing container; ensureContainer is idempotent', async () => {
+      const c = t.fresh('missing');
+      const b = await t.make(c);
+      opened.push(b);
+      assert.deepEqual(await names(b, c, ''), []);
+      await b.ensureContainer(c);
+      await b.ensureContainer(c);
+      assert.deepEqual(await names(b, c, ''), []);
+    });
+
+    it('deletes, and a missing object is no error to delete', async () => {
+      const c = t.fresh('delete');
+      const b = await open(c);
+      await b.put(c, 'x', Buffer.from('x'));
+      await b.delete(c, 'x');
+      await b.delete(c, 'x');
+      await b.delete(c, 'never-was');
+      assert.deepEqual(await names(b, c, ''), []);
+    });
+
+    it('rejects a get of a missing object with NotFoundError naming container and object', async () => {
+      const c = t.fresh('notfound');
+      const b = await open(c);
+      await assert.rejects(b.get(c, 'no-such-object'), (err: Error) => {
+        assert.ok(err instanceof NotFoundError, `${err.name}: ${err.message}`);
+        assert.match(err.message, /no-such-object/);
+        assert.equal((err as NotFoundError).context.object, 'no-such-object');
+        return true;
+      });
+    });
+
+    it('takes concurrent writers of distinct objects', async () => {
+      const c = t.fresh('concurrent');
+      const writers = await Promise.all([open(c), open(c), open(c)]);
+      const blobs = Array.from({ length: 24 }, (_, i) => [`obj-${i}`, randomBytes(50_000 + i)] as const);
+      await Promise.all(blobs.map(([n, d], i) => writers[i % 3]!.put(c, n, d)));
+      for (const [n, d] of blobs) assert.ok((await writers[0]!.get(c, n)).equals(d), n);
+      assert.equal((await names(writers[1]!, c, 'obj-')).length, blobs.length);
+    });
+
+    it('honours an aborted signal', async () => {
+      const c = t.fresh('abort');
+      const b = await open(c);
+      const ac = new AbortController();
+      ac.abort(new Error('stop'));
+      await assert.rejects(b.put(c, 'x', Buffer.from('x'), { signal: ac.signal }));
+      await assert.rejects(b.get(c, 'x', { signal: ac.signal }));
+      assert.deepEqual(await names(b, c, ''), []);
+    });
+  });
+}
