@@ -106,11 +106,15 @@ CONF
 
 launch() { # name cmd...
   local name=$1; shift
-  setsid "$@" > "$D/log/$name.log" 2>&1 < /dev/null &
+  # fd 9 (the start lock) must not leak into the servers
+  setsid "$@" > "$D/log/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$D/run/$name.pid"
 }
 
 start() {
+  # Test processes start the server concurrently: one at a time.
+  exec 9> "${D%/}.lock"
+  flock 9
   if healthy; then echo "swift-saio: already up at $URL"; return; fi
   command -v swift-proxy-server >/dev/null || install
   [[ -f /etc/swift/swift.conf ]] || die "/etc/swift/swift.conf is missing (it comes with the swift package)"
@@ -119,7 +123,8 @@ start() {
   launch memcached memcached -l 127.0.0.1 -p "$MEM" -U 0 -u "$USR" -m 64
   for n in account container object; do launch "$n" "swift-$n-server" "$D/etc/$n-server.conf" -v; done
   launch proxy swift-proxy-server "$D/etc/proxy-server.conf" -v
-  for _ in $(seq 600); do healthy && { echo "swift-saio: up at $URL"; return; }; sleep 0.1; done
+  local deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do healthy && { echo "swift-saio: up at $URL"; return; }; sleep 0.2; done
   tail -n 20 "$D"/log/*.log >&2 || true
   die "servers did not become healthy"
 }
