@@ -1,0 +1,155 @@
+/** Backup and restore round trips: sizes, growth, shrinkage, streams, sparseness, chains. */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import type { Backend } from '../../src/backends/backend.js';
+import { runBackup } from '../../src/engine/backup.js';
+import { restoreBackup } from '../../src/engine/restore.js';
+import { openSource } from '../../src/engine/source.js';
+import { InvalidInputError } from '../../src/errors.js';
+import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+
+describe('backup/restore round trips', () => {
+  let repo: Repo;
+  let n = 0;
+  before(() => {
+    repo = makeRepo('roundtrip');
+  });
+  after(() => repo.close());
+
+  async function restore(id: string, opts: { toExisting?: boolean; target?: string } = {}): Promise<Buffer> {
+    const target = opts.target ?? path.join(repo.dir, `out-${n++}.img`);
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, threads: 1, ...opts });
+    return readFileSync(target);
+  }
+
+  /** Backs up each version in turn as one chain and checks every restore. */
+  async function chain(volumeId: string, versions: Buffer[], opts = {}) {
+    const ids: string[] = [];
+    for (const [i, v] of versions.entries()) {
+      const r = await repo.backup(repo.file(`${volumeId}-${i}.img`, v), { volumeId, incremental: i > 0, ...opts });
+      assert.equal(r.kind, i > 0 ? 'incremental' : 'full');
+      assert.equal(r.bytes, v.length);
+      ids.push(r.id);
+    }
+    for (const [i, id] of ids.entries()) assert.ok((await restore(id)).equals(versions[i]!), `version ${i}`);
+    return ids;
+  }
+
+  for (const size of [1, 4095, 4096, 4097, 64 * 1024, 64 * 1024 + 1, 3 * 64 * 1024 - 7]) {
+    it(`a volume of ${size} bytes`, async () => {
+      const v = pseudoRandom(size, size);
+      const w = Buffer.from(v);
+      w[size - 1] ^= 0xff;
+      await chain(`odd-${size}`, [v, w]);
+    });
+  }
+
+  it('a chain of several incrementals, each restoring its own state', async () => {
+    const versions = [mixedVolume(600 * 1024)];
+    for (let i = 1; i < 5; i++) {
+      const next = Buffer.from(versions[i - 1]!);
+      pseudoRandom(5000 * i, i).copy(next, (i * 97_000) % (next.length - 30_000));
+      versions.push(next);
+    }
+    await chain('long-chain', versions);
+  });
+
+  it('a volume that grew (within its last block, and by several chunks) and shrank', async () => {
+    const base = mixedVolume(300 * 1024 + 1000);
+    const grewTail = Buffer.concat([base, pseudoRandom(500, 1)]);
+    const grewMuch = Buffer.concat([grewTail, pseudoRandom(200 * 1024, 2)]);
+    const shrank = grewMuch.subarray(0, 150 * 1024 + 3);
+    const regrew = Buffer.concat([shrank, Buffer.alloc(100 * 1024)]);
+    await chain('grow-shrink', [base, grewTail, grewMuch, shrank, regrew]);
+  });
+
+  it('an unchanged volume gives an incremental without objects', async () => {
+    const v = mixedVolume(200 * 1024);
+    const [, id] = await chain('unchanged', [v, v]);
+    assert.equal((await repo.catalog.get(id!))!.object_count, 0);
+  });
+
+  it('an all-zero volume, restored as a hole', async () => {
+    const v = Buffer.alloc(512 * 1024);
+    const [id] = await chain('zeros', [v]);
+    const target = path.join(repo.dir, 'zeros.img');
+    await restore(id!, { target });
+    assert.equal(statSync(target).size, v.length);
+    assert.equal(statSync(target).blocks, 0);
+  });
+
+  it('a stream of unknown size (stdin)', async () => {
+    const v = mixedVolume(333 * 1024 + 5);
+    const pieces = [v.subarray(0, 1000), v.subarray(1000, 70_000), v.subarray(70_000)];
+    const source = await openSource('-', Readable.from(pieces));
+    const r = await runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'stdin', ...SMALL });
+    assert.equal(r.bytes, v.length);
+    assert.ok((await restore(r.id)).equals(v));
+  });
+
+  it('sparse output, and zeroed data between full and incremental comes back zero', async () => {
+    const v1 = Buffer.concat([pseudoRandom(256 * 1024, 3), Buffer.alloc(256 * 1024), pseudoRandom(128 * 1024, 4)]);
+    const v2 = Buffer.from(v1);
+    v2.fill(0, 0, 200 * 1024); // data erased after the full backup
+    const [, id] = await chain('sparse', [v1, v2]);
+    const target = path.join(repo.dir, 'sparse.img');
+    const out = await restore(id!, { target });
+    assert.ok(out.subarray(0, 200 * 1024).equals(Buffer.alloc(200 * 1024)));
+    const allocated = statSync(target).blocks * 512;
+    assert.ok(allocated <= v2.length - 400 * 1024, `only data is allocated (${allocated} of ${v2.length})`);
+  });
+
+  it('--to-existing overwrites a file full of garbage in place', async () => {
+    const v = Buffer.concat([mixedVolume(100 * 1024), Buffer.alloc(100 * 1024)]);
+    const [id] = await chain('existing', [v]);
+    const target = repo.file('garbage.img', pseudoRandom(300 * 1024, 9));
+    assert.ok((await restore(id!, { target, toExisting: true })).equals(v));
+  });
+
+  it('refuses to overwrite an existing target unless asked, and leaves it alone', async () => {
+    const [id] = await chain('no-clobber', [mixedVolume(50 * 1024)]);
+    const target = repo.file('keep.img', Buffer.from('precious'));
+    await assert.rejects(restore(id!, { target }), /exists \(use --to-existing/);
+    assert.equal(readFileSync(target, 'utf8'), 'precious');
+  });
+
+  it('names objects <prefix>-00001... in offset order and commits data, then _sha256file, then _metadata', async () => {
+    const order: string[] = [];
+    const recording: Backend = Object.create(repo.backend, {
+      put: { value: (c: string, name: string, d: Uint8Array, o?: object) => (order.push(name), repo.backend.put(c, name, d, o)) },
+    });
+    const source = await openSource(repo.file('order.img', mixedVolume(640 * 1024)));
+    const r = await runBackup({ backend: recording, catalog: repo.catalog, source, volumeId: 'order', ...SMALL, threads: 2 });
+    await source.close();
+    assert.equal(order.at(-1), `${r.prefix}_metadata`);
+    assert.equal(order.at(-2), `${r.prefix}_sha256file`);
+    assert.deepEqual([...order.slice(0, -2)].sort(), Array.from({ length: 10 }, (_, i) => `${r.prefix}-${String(i + 1).padStart(5, '0')}`));
+    const meta = JSON.parse(readFileSync(path.join(repo.dir, 'repo', r.container, `${r.prefix}_metadata`), 'utf8'));
+    const offsets = meta.objects.map((o: Record<string, { offset: number }>) => Object.values(o)[0]!.offset);
+    assert.deepEqual(offsets, Array.from({ length: 10 }, (_, i) => i * 64 * 1024));
+    assert.deepEqual(readdirSync(path.join(repo.dir, 'repo', r.container)).length, 12);
+  });
+
+  it('refuses a changed sha block size for an incremental, and a chunk size that is not a multiple of it', async () => {
+    const f = repo.file('blocks.img', mixedVolume(100 * 1024));
+    await repo.backup(f, { volumeId: 'blocks' });
+    await assert.rejects(repo.backup(f, { volumeId: 'blocks', incremental: true, shaBlockSize: 8192 }), (err: Error) =>
+      err instanceof InvalidInputError && /Hash block size has changed since the last backup. New hash block size: 8192. Old hash block size: 4096. Do a full backup./.test(err.message));
+    await assert.rejects(repo.backup(f, { volumeId: 'blocks2', chunkSize: 10_000 }), /Chunk size is not multiple of block size for creating hash/);
+  });
+
+  it('every compression label round-trips; incompressible data is stored raw and labelled none', async () => {
+    const v = Buffer.concat([pseudoRandom(64 * 1024, 11), Buffer.from('text '.repeat(13108)).subarray(0, 64 * 1024)]);
+    for (const compression of ['none', 'zlib', 'gzip', 'bz2', 'bzip2', 'zstd', 'ZSTD', 'off']) {
+      const r = await repo.backup(repo.file(`c-${compression}.img`, v), { volumeId: `c-${compression}`, compression });
+      const meta = JSON.parse(readFileSync(path.join(repo.dir, 'repo', r.container, `${r.prefix}_metadata`), 'utf8'));
+      const labels = meta.objects.map((o: Record<string, { compression: string }>) => Object.values(o)[0]!.compression);
+      const lower = compression.toLowerCase();
+      assert.deepEqual(labels, ['none', ['none', 'off'].includes(lower) ? 'none' : lower], compression);
+      assert.ok((await restore(r.id)).equals(v), compression);
+    }
+  });
+});
