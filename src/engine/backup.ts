@@ -277,7 +277,16 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
         storedBytes += ext.data.length;
         written.push(name);
         while (uploads.size >= maxUploads) await Promise.race(uploads);
-        const put = quiet(o.backend.put(container, name, ext.data, { signal }).finally(() => uploads.delete(put)));
+        // A failed write stops the whole backup at once (and is never lost from view).
+        const put: Promise<void> = o.backend.put(container, name, ext.data, { signal }).then(
+          () => void uploads.delete(put),
+          (err: unknown) => {
+            uploads.delete(put);
+            stop.abort(err);
+            throw err;
+          },
+        );
+        quiet(put);
         uploads.add(put);
         if (ext.data.buffer === r.chunk.buffer) usingChunk.push(put);
       }
@@ -306,6 +315,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     }
     while (inflight.length) await commit(inflight.shift()!);
     await Promise.all(uploads);
+    signal.throwIfAborted();
     if (offset === 0) throw new InvalidInputError(`source ${o.source.name} is empty: there is nothing to back up`);
     return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
   }

@@ -1,0 +1,113 @@
+/** Cancellation (signal, delete by another process), failures midway, and delete's safeguards. */
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import type { Backend } from '../../src/backends/backend.js';
+import { SqliteCatalog } from '../../src/catalog/sqlite.js';
+import { runBackup } from '../../src/engine/backup.js';
+import { deleteBackup } from '../../src/engine/delete.js';
+import { openSource } from '../../src/engine/source.js';
+import { BackendError, CancelledError, ConflictError } from '../../src/errors.js';
+import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+
+/** A source that yields `chunks` pieces slowly, so a backup stays in flight. */
+async function* slowly(chunks: number, size: number) {
+  for (let i = 0; i < chunks; i++) {
+    await sleep(25);
+    yield pseudoRandom(size, i + 1);
+  }
+}
+
+describe('cancellation, failures and delete', () => {
+  let repo: Repo;
+  before(() => {
+    repo = makeRepo('cancel');
+  });
+  after(() => repo.close());
+
+  const objectsOf = (container: string) => {
+    try {
+      return readdirSync(path.join(repo.dir, 'repo', container));
+    } catch {
+      return [];
+    }
+  };
+
+  it('a backup aborted through its signal leaves no object and an error record', async () => {
+    const ac = new AbortController();
+    const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
+    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'abort', ...SMALL, signal: ac.signal, backupId: 'a0000000-0000-4000-8000-000000000001' });
+    await sleep(300);
+    ac.abort(new CancelledError('cancelled by SIGINT'));
+    await assert.rejects(running, (err: Error) => err instanceof CancelledError && /cancelled by SIGINT/.test(err.message));
+    const rec = (await repo.catalog.get('a0000000-0000-4000-8000-000000000001'))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /cancelled by SIGINT/);
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
+  it('delete of a backup another writer is still writing stops the writer, which cleans up', async () => {
+    const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
+    const id = 'a0000000-0000-4000-8000-000000000002';
+    const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
+    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'deleted-while-running', ...SMALL, backupId: id, cancelPollMs: 50 });
+    running.catch(() => {});
+    try {
+      await sleep(300);
+      assert.equal((await other.get(id))!.status, 'creating');
+      const r = await deleteBackup({ backend: repo.backend, catalog: other, backupId: id, waitMs: 30_000 });
+      assert.equal(r.cancelledRunning, true);
+      await assert.rejects(running, (err: Error) => err instanceof CancelledError && /deleted while it was being written/.test(err.message));
+      const rec = (await other.get(id))!;
+      assert.equal(rec.status, 'deleted');
+      assert.deepEqual(objectsOf(rec.container!), []);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a backup whose storage fails midway leaves no _metadata and no data objects', async () => {
+    let puts = 0;
+    const failing: Backend = Object.create(repo.backend, {
+      put: {
+        value: (c: string, n: string, d: Uint8Array, o?: object) =>
+          ++puts === 4 ? Promise.reject(new BackendError(`disk full writing ${n}`, { object: n })) : repo.backend.put(c, n, d, o),
+      },
+    });
+    const source = await openSource(repo.file('fail.img', mixedVolume(640 * 1024)));
+    const id = 'a0000000-0000-4000-8000-000000000003';
+    await assert.rejects(runBackup({ backend: failing, catalog: repo.catalog, source, volumeId: 'fails', ...SMALL, backupId: id }), /disk full/);
+    await source.close();
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /disk full/);
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
+  it('delete refuses while an incremental depends on the backup, removes _metadata first, tolerates missing objects', async () => {
+    const f = repo.file('dep.img', mixedVolume(300 * 1024));
+    const full = await repo.backup(f, { volumeId: 'dep' });
+    const incr = await repo.backup(f, { volumeId: 'dep', incremental: true });
+    await assert.rejects(deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: full.id }), (err: Error) =>
+      err instanceof ConflictError && /has 1 dependent incremental backup/.test(err.message));
+    assert.equal((await repo.catalog.get(full.id))!.status, 'available');
+
+    const order: string[] = [];
+    const recording: Backend = Object.create(repo.backend, {
+      delete: { value: (c: string, n: string, o?: object) => (order.push(n), repo.backend.delete(c, n, o)) },
+    });
+    await deleteBackup({ backend: recording, catalog: repo.catalog, backupId: incr.id });
+    assert.equal(order[0], `${incr.prefix}_metadata`);
+    order.length = 0;
+    const victim = objectsOf(full.container).find((n) => n.endsWith('-00002'))!;
+    await repo.backend.delete(full.container, victim);
+    const r = await deleteBackup({ backend: recording, catalog: repo.catalog, backupId: full.id });
+    assert.equal(order[0], `${full.prefix}_metadata`);
+    assert.equal(r.objectsDeleted, 6);
+    assert.deepEqual(objectsOf(full.container), []);
+    assert.equal((await repo.catalog.get(full.id))!.status, 'deleted');
+  });
+});
