@@ -1,0 +1,10 @@
+import * as path from 'node:path';
+import { after } from 'node:test';
+import { SqliteCatalog } from '../../src/catalog/sqlite.js';
+import { scratch } from '../support/cinder-fixtures.js';
+import { catalogConformance } from './conformance.js';
+
+const tmp = scratch('sqlite-catalog');
+after(() => tmp.cleanup());
+let n = 0;
+catalogConformance('sqlite', async () => new SqliteCatalog(path.join(tmp.dir, `catalog-${n++}.db`)));

@@ -1,0 +1,145 @@
+/** The chunkvault command as a user runs it: JSON results, clear one-line errors, exit codes. */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, it } from 'node:test';
+import { scratch } from '../support/cinder-fixtures.js';
+import { mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
+
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+
+describe('chunkvault CLI', () => {
+  const tmp = scratch('cli');
+  after(() => tmp.cleanup());
+  const env = { ...process.env, CHUNKVAULT_REPO: path.join(tmp.dir, 'repo'), CHUNKVAULT_CATALOG: path.join(tmp.dir, 'catalog.db') };
+  const cv = (...args: string[]) => spawnSync(process.execPath, [MAIN, ...args], { env, encoding: 'utf8' });
+  const json = (...args: string[]) => {
+    const r = cv(...args, '--json');
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const file = (name: string, data: Buffer) => {
+    const p = path.join(tmp.dir, name);
+    writeFileSync(p, data);
+    return p;
+  };
+  const failsCleanly = (r: ReturnType<typeof cv>, code: number, pattern: RegExp) => {
+    assert.equal(r.status, code, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^chunkvault: error: .+\n$/);
+    assert.match(r.stderr, pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  };
+
+  const v1 = mixedVolume(900 * 1024);
+  const v2 = Buffer.from(v1);
+  pseudoRandom(50_000, 5).copy(v2, 400_000);
+  const vol = file('disk.img', v1);
+  let fullId = '';
+  let incrId = '';
+
+  it('backs up, then incrementally, the same volume (stable default volume id)', () => {
+    const full = json('backup', vol, '--chunk-size', '128K', '--name', 'first');
+    writeFileSync(vol, v2);
+    const incr = json('backup', vol, '--incremental', '--chunk-size', '128K');
+    assert.equal(full.kind, 'full');
+    assert.equal(incr.kind, 'incremental');
+    assert.equal(incr.volumeId, full.volumeId);
+    assert.equal(incr.parentId, full.id);
+    assert.equal(incr.bytes, v2.length);
+    fullId = full.id;
+    incrId = incr.id;
+  });
+
+  it('lists and shows backups', () => {
+    const list = json('list');
+    assert.deepEqual(list.map((r: { id: string }) => r.id), [fullId, incrId]);
+    assert.equal(list[0].display_name, 'first');
+    assert.equal(list[0].num_dependent_backups, 1);
+    const show = json('show', incrId);
+    assert.deepEqual(show.chain, [fullId, incrId]);
+    assert.equal(show.objects.length, show.record.object_count);
+    const table = cv('list');
+    assert.match(table.stdout, /^ID\s+VOLUME\s+PARENT\s+KIND\s+SIZE\s+OBJECTS\s+CREATED\s+STATUS/);
+    assert.match(table.stdout, new RegExp(`${incrId}.*incremental.*available`));
+  });
+
+  it('restores and verifies', () => {
+    const out = path.join(tmp.dir, 'out.img');
+    const r = json('restore', incrId, out);
+    assert.deepEqual(r.chain, [fullId, incrId]);
+    assert.ok(readFileSync(out).equals(v2));
+    assert.equal(json('verify', fullId).verified, true);
+    failsCleanly(cv('restore', incrId, out), 2, /out\.img exists \(use --to-existing to write into it, or --force to replace it\)/);
+    assert.equal(cv('restore', incrId, out, '--force', '--quiet').stdout, '');
+  });
+
+  it('refuses bad input with one clear line and a non-zero exit', () => {
+    failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
+    failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
+    failsCleanly(cv('restore', '00000000-0000-4000-8000-000000000000', path.join(tmp.dir, 'x.img')), 4, /backup 00000000-0000-4000-8000-000000000000 is not in the catalog/);
+    failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
+    failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
+    failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
+    failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
+    const bad = cv('backup', vol, '--compression', 'lzma');
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /lzma/);
+    assert.doesNotMatch(bad.stderr, /\n\s+at /);
+  });
+
+  it('exports a record in Cinder\'s encoding and imports it into a fresh catalog', () => {
+    const exported = json('export-record', incrId);
+    assert.equal(exported.backup_service, 'cinder.backup.drivers.posix.PosixBackupDriver');
+    const decoded = JSON.parse(Buffer.from(exported.backup_url, 'base64').toString('utf8'));
+    for (const k of ['id', 'display_name', 'display_description', 'container', 'size', 'service_metadata', 'object_count']) assert.ok(k in decoded, k);
+    assert.match(decoded.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    const other = path.join(tmp.dir, 'other.db');
+    const parent = json('export-record', fullId);
+    const imp = (url: string) => spawnSync(process.execPath, [MAIN, 'import-record', url, '--catalog', other, '--json'], { env, encoding: 'utf8' });
+    assert.equal(imp(parent.backup_url).status, 0);
+    const r = imp(exported.backup_url);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).parent_id, fullId);
+    const restored = spawnSync(process.execPath, [MAIN, 'verify', incrId, '--catalog', other], { env, encoding: 'utf8' });
+    assert.equal(restored.status, 0, restored.stderr);
+    failsCleanly(imp(exported.backup_url), 5, /already in the catalog/);
+  });
+
+  it('rebuilds a lost catalog from the repository', () => {
+    const lost = path.join(tmp.dir, 'rebuilt.db');
+    const r = spawnSync(process.execPath, [MAIN, 'catalog', 'rebuild', '--catalog', lost, '--json'], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).added.sort(), [fullId, incrId].sort());
+    const list = JSON.parse(spawnSync(process.execPath, [MAIN, 'list', '--catalog', lost, '--json'], { env, encoding: 'utf8' }).stdout);
+    assert.equal(list.find((x: { id: string }) => x.id === incrId).parent_id, fullId);
+    assert.equal(list.find((x: { id: string }) => x.id === incrId).volume_bytes, v2.length);
+    const out = path.join(tmp.dir, 'rebuilt.img');
+    assert.equal(spawnSync(process.execPath, [MAIN, 'restore', incrId, out, '--catalog', lost], { env }).status, 0);
+    assert.ok(readFileSync(out).equals(v2));
+  });
+
+  it('deletes newest first', () => {
+    assert.equal(json('delete', incrId).id, incrId);
+    assert.equal(json('delete', fullId).id, fullId);
+    assert.deepEqual(json('list'), []);
+  });
+
+  it('SIGTERM stops a running backup: non-zero exit, record in error, no objects', async () => {
+    const child = spawn(process.execPath, [MAIN, 'backup', '-', '--volume-id', 'sigterm-vol', '--chunk-size', '64K', '--json'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdin.write(pseudoRandom(2 << 20, 3)); // then the pipe stays open: the backup is in flight
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGTERM');
+    const code = await new Promise((r) => child.on('exit', r));
+    assert.equal(code, 130);
+    assert.match(stderr, /cancelled by SIGTERM/);
+    const rec = json('list', '--all').find((x: { volume_id: string }) => x.volume_id === 'sigterm-vol');
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason, /SIGTERM/);
+    assert.deepEqual(readdirSync(path.join(tmp.dir, 'repo', rec.container)), []);
+  });
+});
