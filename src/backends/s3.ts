@@ -33,12 +33,8 @@ export class S3Backend implements Backend {
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: S3Options) {
-    const q = new URLSearchParams();
-    if (opts.endpoint) q.set('endpoint', opts.endpoint);
-    if (opts.region) q.set('region', opts.region);
-    if (opts.pathStyle !== undefined) q.set('path_style', String(opts.pathStyle));
-    if (opts.profile) q.set('profile', opts.profile);
-    this.url = `s3://${opts.bucket}${q.size ? '?' + q.toString() : ''}`;
+    // The repository's identity (recorded in the catalog): bucket and endpoint, not how we reach them.
+    this.url = `s3://${opts.bucket}${opts.endpoint ? `?endpoint=${encodeURIComponent(opts.endpoint)}` : ''}`;
     this.defaultContainer = opts.bucket;
     this.timeoutMs = opts.requestTimeoutMs ?? 120_000;
     // The SDK warns on stderr about Node 20 on every run; chunkvault supports Node 20.

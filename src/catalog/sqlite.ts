@@ -2,14 +2,10 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { ConflictError } from '../errors.js';
+import { CATALOG_COLUMNS } from './columns.js';
 import type { BackupFilter, BackupPatch, BackupRecord, BackupStatus, Catalog, NewBackupRecord } from './catalog.js';
 
-const COLUMNS = [
-  'id', 'volume_id', 'parent_id', 'repository', 'container', 'service_metadata', 'status', 'fail_reason',
-  'size', 'volume_bytes', 'object_count', 'stored_bytes', 'display_name', 'display_description',
-  'availability_zone', 'host', 'service', 'compression', 'chunk_size', 'sha_block_size', 'source', 'worker',
-  'created_at', 'updated_at', 'deleted_at', 'data_timestamp',
-] as const;
+const COLUMNS = CATALOG_COLUMNS;
 
 /** Schema versions, applied in order; `PRAGMA user_version` records how far a file is. */
 const MIGRATIONS = [

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { Backend } from '../backends/backend.js';
 import { defaultRepositoryPath, openBackend } from '../backends/open.js';
 import type { Catalog } from '../catalog/catalog.js';
-import { SqliteCatalog } from '../catalog/sqlite.js';
+import { openCatalog } from '../catalog/open.js';
 import { CancelledError } from '../errors.js';
 import type { ProgressOptions } from '../engine/progress.js';
 import { ProgressBar } from './output.js';
@@ -40,7 +40,7 @@ export interface Context {
  */
 export async function openContext(opts: GlobalOptions): Promise<Context> {
   const backend = await openBackend(opts.repo ?? process.env.CHUNKVAULT_REPO ?? defaultRepositoryPath());
-  const catalog = new SqliteCatalog(opts.catalog ?? process.env.CHUNKVAULT_CATALOG ?? defaultCatalogPath());
+  const catalog = await openCatalog(opts.catalog ?? process.env.CHUNKVAULT_CATALOG ?? defaultCatalogPath());
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);

@@ -57,7 +57,7 @@ async function requireRecord(ctx: Context, id: string): Promise<BackupRecord> {
 const program = new Command('chunkvault')
   .description('Block-volume backups in OpenStack Cinder\'s chunked repository format')
   .option('--repo <address>', 'repository: a directory, file:/path, s3://bucket?... or swift://container?... (env CHUNKVAULT_REPO)')
-  .option('--catalog <file>', 'SQLite catalog file (env CHUNKVAULT_CATALOG)')
+  .option('--catalog <file>', 'catalog: a SQLite file, or postgres://user:password@host:port/db (env CHUNKVAULT_CATALOG)')
   .option('--json', 'print one JSON result object')
   .option('-q, --quiet', 'print nothing but errors')
   .showHelpAfterError()

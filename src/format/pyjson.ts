@@ -5,7 +5,11 @@
  */
 export type PyJson = null | boolean | number | string | PyJson[] | { [key: string]: PyJson };
 
+const PLAIN = /^[\x20-\x21\x23-\x5b\x5d-\x7e]*$/;
+
 function escapeString(s: string): string {
+  // Most strings (hashes, names, numbers as text) need no escape: no per-character work.
+  if (PLAIN.test(s)) return '"' + s + '"';
   let out = '"';
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);

@@ -1,0 +1,142 @@
+import pg from 'pg';
+import { ConflictError } from '../errors.js';
+import type { BackupFilter, BackupPatch, BackupRecord, BackupStatus, Catalog, NewBackupRecord } from './catalog.js';
+import { CATALOG_COLUMNS } from './columns.js';
+
+/** Schema versions, applied in order inside one transaction each; `chunkvault_schema` records progress. */
+const MIGRATIONS = [
+  `CREATE TABLE backups (
+     id TEXT PRIMARY KEY,
+     volume_id TEXT NOT NULL,
+     parent_id TEXT,
+     repository TEXT NOT NULL,
+     container TEXT,
+     service_metadata TEXT,
+     status TEXT NOT NULL,
+     fail_reason TEXT,
+     size INTEGER NOT NULL DEFAULT 0,
+     volume_bytes BIGINT,
+     object_count INTEGER NOT NULL DEFAULT 0,
+     stored_bytes BIGINT,
+     display_name TEXT,
+     display_description TEXT,
+     availability_zone TEXT,
+     host TEXT,
+     service TEXT,
+     compression TEXT,
+     chunk_size BIGINT,
+     sha_block_size INTEGER,
+     source TEXT,
+     worker TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT,
+     deleted_at TEXT,
+     data_timestamp TEXT
+   );
+   CREATE INDEX backups_volume ON backups (volume_id, created_at);
+   CREATE INDEX backups_parent ON backups (parent_id);`,
+];
+
+const NUMERIC = new Set(['size', 'volume_bytes', 'object_count', 'stored_bytes', 'chunk_size', 'sha_block_size', 'num_dependent_backups']);
+
+const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
+  AS num_dependent_backups FROM backups b`;
+
+function toRecord(row: Record<string, unknown>): BackupRecord {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k] = NUMERIC.has(k) && v !== null ? Number(v) : v;
+  return out as unknown as BackupRecord;
+}
+
+/** The catalog in PostgreSQL: one database shared by many hosts and workers. */
+export class PostgresCatalog implements Catalog {
+  private constructor(private readonly pool: pg.Pool) {}
+
+  static async open(connectionString: string): Promise<PostgresCatalog> {
+    const pool = new pg.Pool({ connectionString, max: 4 });
+    pool.on('error', () => {}); // an idle client's connection loss surfaces on the next query
+    const catalog = new PostgresCatalog(pool);
+    await catalog.migrate();
+    return catalog;
+  }
+
+  private async migrate(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // One migrator at a time, across every process sharing the database.
+      await client.query('SELECT pg_advisory_xact_lock(7134652001)');
+      await client.query('CREATE TABLE IF NOT EXISTS chunkvault_schema (version INTEGER NOT NULL)');
+      const { rows } = await client.query('SELECT COALESCE(MAX(version), 0) AS v FROM chunkvault_schema');
+      for (let v = Number(rows[0].v); v < MIGRATIONS.length; v++) {
+        await client.query(MIGRATIONS[v]!);
+        await client.query('INSERT INTO chunkvault_schema (version) VALUES ($1)', [v + 1]);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async create(record: NewBackupRecord): Promise<BackupRecord> {
+    const row: Record<string, unknown> = { ...record, updated_at: record.created_at, deleted_at: null };
+    const cols = CATALOG_COLUMNS.filter((c) => row[c] !== undefined);
+    try {
+      await this.pool.query(
+        `INSERT INTO backups (${cols.join(',')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(',')})`,
+        cols.map((c) => row[c]),
+      );
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new ConflictError(`a backup with id ${record.id} is already in the catalog`, { backupId: record.id });
+      }
+      throw err;
+    }
+    return (await this.get(record.id))!;
+  }
+
+  async get(id: string): Promise<BackupRecord | undefined> {
+    const { rows } = await this.pool.query(`${SELECT} WHERE b.id = $1`, [id]);
+    return rows[0] ? toRecord(rows[0]) : undefined;
+  }
+
+  async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean> {
+    const values: Record<string, unknown> = { ...patch, updated_at: patch.updated_at ?? new Date().toISOString() };
+    const cols = CATALOG_COLUMNS.filter((c) => c !== 'id' && values[c] !== undefined);
+    const params = cols.map((c) => values[c]);
+    let sql = `UPDATE backups SET ${cols.map((c, i) => `${c} = $${i + 1}`).join(', ')} WHERE id = $${params.length + 1}`;
+    params.push(id);
+    if (ifStatus) {
+      sql += ` AND status = ANY($${params.length + 1})`;
+      params.push(ifStatus);
+    }
+    const r = await this.pool.query(sql, params);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async list(filter: BackupFilter = {}): Promise<BackupRecord[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, v: unknown) => (params.push(v), where.push(sql.replace('?', `$${params.length}`)));
+    if (filter.volumeId) add('b.volume_id = ?', filter.volumeId);
+    if (filter.repository) add('b.repository = ?', filter.repository);
+    if (filter.status) add('b.status = ?', filter.status);
+    else if (!filter.includeDeleted) where.push(`b.status <> 'deleted'`);
+    const { rows } = await this.pool.query(
+      `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.ctid`,
+      params,
+    );
+    return rows.map(toRecord);
+  }
+
+  async purge(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM backups WHERE id = $1', [id]);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,24 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { openCatalog, redactCatalogAddress } from '../../src/catalog/open.js';
+import { PostgresCatalog } from '../../src/catalog/postgres.js';
+import { freshDatabase } from '../support/pg-server.js';
+import { catalogConformance, record } from './conformance.js';
+
+catalogConformance('postgres', async () => PostgresCatalog.open(await freshDatabase()));
+
+it('postgres: concurrent openers migrate once; compare-and-set lets exactly one writer win', async () => {
+  const url = await freshDatabase();
+  const catalogs = await Promise.all(Array.from({ length: 4 }, () => openCatalog(url)));
+  try {
+    await catalogs[0]!.create(record('race', { status: 'available' }));
+    const wins = await Promise.all(catalogs.map((c) => c.update('race', { status: 'deleting' }, ['available'])));
+    assert.equal(wins.filter(Boolean).length, 1);
+  } finally {
+    for (const c of catalogs) await c.close();
+  }
+});
+
+it('never shows a catalog password in messages', () => {
+  assert.equal(redactCatalogAddress('postgres://backup:s3cret@127.0.0.1:5433/backup'), 'postgres://backup:***@127.0.0.1:5433/backup');
+});
