@@ -89,18 +89,24 @@ function digestOfZeros(algorithm: 'sha256' | 'md5', length: number): string {
 const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 const md5 = (data: Uint8Array): string => createHash('md5').update(data).digest('hex');
 
+/**
+ * Memory a codec returned may belong to a native addon and cannot move between threads
+ * (it would be serialised and copied twice); one copy into plain memory lets it move.
+ */
+function movable(data: Uint8Array, input: Uint8Array): Uint8Array {
+  if (data === input) return data;
+  const owned = new Uint8Array(data.length);
+  owned.set(data);
+  return owned;
+}
+
 /** Cinder's `_prepare_output_data`: compress, but store raw and label `none` unless it shrinks. */
 async function prepareOutput(data: Uint8Array, label: string): Promise<{ compression: string; data: Uint8Array }> {
   const algorithm: Algorithm | null = algorithmForLabel(label);
   if (algorithm === null) return { compression: 'none', data };
   const compressed = (await loadCodec(algorithm)).compress(data);
   if (compressed.length >= data.length) return { compression: 'none', data };
-  // Codecs may return memory owned by a native addon, which cannot move between threads;
-  // a copy into plain memory lets every buffer of the result move instead of the whole
-  // message being cloned.
-  const owned = new Uint8Array(compressed.length);
-  owned.set(compressed);
-  return { compression: label, data: owned };
+  return { compression: label, data: movable(compressed, data) };
 }
 
 const zeroOutputs = new Map<string, { compression: string; data?: Uint8Array }>();
@@ -250,5 +256,5 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
       }
     }
   }
-  return { data: job.returnData ? data : null, zero };
+  return { data: job.returnData ? movable(data, job.data) : null, zero };
 }
