@@ -49,10 +49,24 @@ export function classifyFailure(
   return new BackendError(message, { ...ctx, cause: err });
 }
 
-/** A per-request deadline combined with the caller's signal. */
-export function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  const timeout = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+/**
+ * Runs `fn` under a deadline combined with the caller's signal: the signal `fn` gets aborts
+ * when the caller aborts or when `ms` pass, whichever comes first. (A plain timer, held for
+ * the whole call: signals combined from AbortSignal.timeout can be collected early on Node 20
+ * and then never fire.)
+ */
+export async function withDeadline<T>(signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')), ms);
+  const onAbort = () => ac.abort(signal!.reason);
+  if (signal?.aborted) ac.abort(signal.reason);
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await fn(ac.signal);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 export function md5(data: Uint8Array): Buffer {

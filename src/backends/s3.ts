@@ -4,7 +4,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { TransientBackendError } from '../errors.js';
 import type { Backend, CallOptions } from './backend.js';
-import { classifyFailure, md5, withTimeout } from './faults.js';
+import { classifyFailure, md5, withDeadline } from './faults.js';
 
 export interface S3Options {
   /** Default bucket for new backups (the address's host part). */
@@ -54,11 +54,10 @@ export class S3Backend implements Backend {
 
   private async call<T>(what: string, ctx: { container: string; object?: string }, opts: CallOptions | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     opts?.signal?.throwIfAborted();
-    const signal = withTimeout(opts?.signal, this.timeoutMs);
     try {
-      return await fn(signal);
+      return await withDeadline(opts?.signal, this.timeoutMs, fn);
     } catch (err) {
-      if (signal.aborted && !opts?.signal?.aborted) {
+      if ((err as Error).name === 'TimeoutError' || (err as { cause?: Error }).cause?.name === 'TimeoutError' || (!opts?.signal?.aborted && (err as Error).name === 'AbortError')) {
         throw new TransientBackendError(`s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}: no answer within ${this.timeoutMs} ms`, ctx);
       }
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;

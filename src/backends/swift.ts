@@ -1,6 +1,6 @@
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
 import type { Backend, CallOptions } from './backend.js';
-import { classifyFailure, md5, withTimeout } from './faults.js';
+import { classifyFailure, md5, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
 export interface SwiftAuth {
@@ -44,6 +44,9 @@ export function swiftAuthFromEnv(authUrl: string | undefined, env: NodeJS.Proces
 
 const encodeName = (name: string): string => name.split('/').map(encodeURIComponent).join('/');
 
+/** Drains a response whose body is not needed (so the connection can be reused). */
+const discard = async (r: Response): Promise<void> => void (await r.body?.cancel());
+
 /**
  * A repository in OpenStack Swift, laid out as Cinder's Swift driver does. Tokens are
  * reused until the server answers 401, then renewed once. Puts send the MD5 as ETag and
@@ -63,7 +66,11 @@ export class SwiftBackend implements Backend {
     this.timeoutMs = opts.requestTimeoutMs ?? 120_000;
   }
 
-  private async authenticate(signal?: AbortSignal): Promise<Session> {
+  private authenticate(callerSignal?: AbortSignal): Promise<Session> {
+    return withDeadline(callerSignal, this.timeoutMs, (signal) => this.login(signal, callerSignal));
+  }
+
+  private async login(signal: AbortSignal, callerSignal?: AbortSignal): Promise<Session> {
     const a = this.opts.auth;
     const what = `swift auth at ${a.authUrl}`;
     let res: Response;
@@ -78,20 +85,20 @@ export class SwiftBackend implements Backend {
               ...(a.projectName ? { scope: { project: { name: a.projectName, domain: { name: a.projectDomainName } } } } : {}),
             },
           }),
-          signal: withTimeout(signal, this.timeoutMs),
+          signal,
         });
       } else {
         res = await fetch(a.authUrl, {
           headers: { 'x-auth-user': a.username, 'x-auth-key': a.password },
-          signal: withTimeout(signal, this.timeoutMs),
+          signal,
         });
       }
     } catch (err) {
-      throw classifyFailure(err, what, {}, undefined, signal);
+      throw classifyFailure(err, what, {}, undefined, callerSignal);
     }
     if (!res.ok) {
       await res.body?.cancel();
-      throw classifyFailure(undefined, what, {}, res.status, signal);
+      throw classifyFailure(undefined, what, {}, res.status, callerSignal);
     }
     if (/\/v3\/?$/.test(a.authUrl)) {
       const token = res.headers.get('x-subject-token');
@@ -109,14 +116,18 @@ export class SwiftBackend implements Backend {
     return { token, storageUrl: storageUrl.replace(/\/$/, '') };
   }
 
-  /** One request with the current token; on 401 the token is renewed once. */
-  private async request(
+  /**
+   * One request with the current token (renewed once on 401); `consume` reads the response
+   * within the same deadline, so a stalled body counts as a timeout too.
+   */
+  private async request<T>(
     method: string,
     path: string,
     ctx: { container: string; object?: string },
     opts: CallOptions | undefined,
-    init: { body?: Uint8Array; headers?: Record<string, string>; ok?: number[] } = {},
-  ): Promise<Response> {
+    init: { body?: Uint8Array; headers?: Record<string, string>; ok?: number[] },
+    consume: (res: Response) => Promise<T>,
+  ): Promise<T> {
     const what = `swift ${method} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
     for (let attempt = 0; ; attempt++) {
       opts?.signal?.throwIfAborted();
@@ -128,26 +139,31 @@ export class SwiftBackend implements Backend {
         if (this.session === session) this.session = undefined;
         throw err;
       }
-      let res: Response;
-      const signal = withTimeout(opts?.signal, this.timeoutMs);
-      try {
-        res = await fetch(s.storageUrl + path, {
-          method,
-          headers: { 'x-auth-token': s.token, ...init.headers },
-          body: init.body as BodyInit | undefined,
-          signal,
-        });
-      } catch (err) {
-        throw classifyFailure(err, what, ctx, undefined, opts?.signal);
-      }
-      if (res.status === 401 && attempt === 0) {
-        await res.body?.cancel();
-        if (this.session === session) this.session = undefined;
-        continue;
-      }
-      if (res.ok || init.ok?.includes(res.status)) return res;
-      await res.body?.cancel();
-      throw classifyFailure(undefined, what, ctx, res.status, opts?.signal);
+      const outcome = await withDeadline<{ renew: true } | { value: T }>(opts?.signal, this.timeoutMs, async (signal) => {
+        let res: Response;
+        try {
+          res = await fetch(s.storageUrl + path, {
+            method,
+            headers: { 'x-auth-token': s.token, ...init.headers },
+            body: init.body as BodyInit | undefined,
+            signal,
+          });
+        } catch (err) {
+          throw classifyFailure(err, what, ctx, undefined, opts?.signal);
+        }
+        if (res.status === 401 && attempt === 0) {
+          await res.body?.cancel();
+          return { renew: true };
+        }
+        if (!res.ok && !init.ok?.includes(res.status)) {
+          await res.body?.cancel();
+          throw classifyFailure(undefined, what, ctx, res.status, opts?.signal);
+        }
+        const value: T = await this.body(res, consume, what, ctx, opts);
+        return { value };
+      });
+      if ('value' in outcome) return outcome.value;
+      if (this.session === session) this.session = undefined;
     }
   }
 
@@ -163,8 +179,7 @@ export class SwiftBackend implements Backend {
   }
 
   async ensureContainer(container: string, opts?: CallOptions): Promise<void> {
-    const res = await this.request('PUT', `/${encodeName(container)}`, { container }, opts);
-    await res.body?.cancel();
+    await this.request('PUT', `/${encodeName(container)}`, { container }, opts, {}, (r) => discard(r));
   }
 
   async *list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
@@ -172,9 +187,9 @@ export class SwiftBackend implements Backend {
     let marker = '';
     for (;;) {
       const q = new URLSearchParams({ format: 'json', limit: String(limit), prefix, marker });
-      const res = await this.request('GET', `/${encodeName(container)}?${q}`, { container }, opts, { ok: [404] });
-      if (res.status === 404) return void (await res.body?.cancel());
-      const page = await this.body(res, (r) => r.json() as Promise<{ name: string }[]>, `swift list ${container}`, { container }, opts);
+      const page = await this.request('GET', `/${encodeName(container)}?${q}`, { container }, opts, { ok: [404] }, (r) =>
+        r.status === 404 ? discard(r).then(() => undefined) : (r.json() as Promise<{ name: string }[]>));
+      if (!page) return;
       for (const o of page) yield o.name;
       if (page.length < limit) return;
       marker = page[page.length - 1]!.name;
@@ -184,11 +199,9 @@ export class SwiftBackend implements Backend {
   async put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
     const etag = md5(data).toString('hex');
     const ctx = { container, object: name };
-    const res = await this.request('PUT', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {
+    const stored = await this.request('PUT', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {
       body: data, headers: { etag, 'content-type': 'application/octet-stream' },
-    });
-    await res.body?.cancel();
-    const stored = res.headers.get('etag')?.replace(/"/g, '');
+    }, (r) => discard(r).then(() => r.headers.get('etag')?.replace(/"/g, '')));
     if (stored !== etag) {
       throw new BackendError(`swift PUT ${container}/${name}: the server stored ETag ${stored}, expected ${etag}`, ctx);
     }
@@ -196,13 +209,11 @@ export class SwiftBackend implements Backend {
 
   async get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
     const ctx = { container, object: name };
-    const res = await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts);
-    return Buffer.from(await this.body(res, (r) => r.arrayBuffer(), `swift GET ${container}/${name}`, ctx, opts));
+    return Buffer.from(await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {}, (r) => r.arrayBuffer()));
   }
 
   async delete(container: string, name: string, opts?: CallOptions): Promise<void> {
-    const res = await this.request('DELETE', `/${encodeName(container)}/${encodeName(name)}`, { container, object: name }, opts, { ok: [404] });
-    await res.body?.cancel();
+    await this.request('DELETE', `/${encodeName(container)}/${encodeName(name)}`, { container, object: name }, opts, { ok: [404] }, (r) => discard(r));
   }
 
   async flush(): Promise<void> {}

@@ -44,7 +44,7 @@ describe('retries against a flaky object store', () => {
     ['s3', (c) => s3Backend(c, { endpoint: proxy.url, requestTimeoutMs: 1500 })],
   ];
   for (const [name, make] of targets) {
-    it(`${name}: full + incremental backup and restore complete, verified, with retries counted`, async () => {
+    it(`${name}: full + incremental backup and restore complete, verified, with retries counted`, { timeout: 180_000 }, async () => {
       const container = uniqueName(`faults-${name}`);
       const backend = new RetryBackend(make(container), FAST_RETRY);
       const catalog = new SqliteCatalog(path.join(tmp.dir, `${name}.db`));
