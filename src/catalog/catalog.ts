@@ -2,6 +2,8 @@
  * The catalog seam: Cinder's `backups` table, kept outside the repository. SQLite is the
  * embedded default; other implementations share the contract and the conformance suite.
  */
+import type { JobQueue } from './jobs.js';
+
 export type BackupStatus = 'creating' | 'available' | 'error' | 'deleting' | 'deleted' | 'restoring';
 
 export interface BackupRecord {
@@ -48,11 +50,18 @@ export interface BackupFilter {
   volumeId?: string;
   status?: BackupStatus;
   repository?: string;
+  /** Exact display name. */
+  name?: string;
   /** Include `deleted` records (hidden by default). */
   includeDeleted?: boolean;
+  /** Pagination: only records after this id (in list order), at most `limit` of them. */
+  marker?: string;
+  limit?: number;
 }
 
 export interface Catalog {
+  /** The service's job queue, kept in the same database. */
+  readonly jobs: JobQueue;
   /** Inserts a new record; an existing id rejects with ConflictError. */
   create(record: NewBackupRecord): Promise<BackupRecord>;
   /** The record, or undefined. */
@@ -63,7 +72,7 @@ export interface Catalog {
    * processes. Returns whether the record was changed.
    */
   update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean>;
-  /** Records matching the filter, oldest first. */
+  /** Records matching the filter, oldest first (ties in creation order). An unknown marker is a NotFoundError. */
   list(filter?: BackupFilter): Promise<BackupRecord[]>;
   /** Removes a record for good (import conflicts, tests); normal deletes set status `deleted`. */
   purge(id: string): Promise<void>;

@@ -1,7 +1,9 @@
 import pg from 'pg';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import type { BackupFilter, BackupPatch, BackupRecord, BackupStatus, Catalog, NewBackupRecord } from './catalog.js';
 import { CATALOG_COLUMNS } from './columns.js';
+import { JOBS_TABLE_COLUMNS } from './jobs.js';
+import { PostgresJobQueue } from './postgres-jobs.js';
 
 /** Schema versions, applied in order inside one transaction each; `chunkvault_schema` records progress. */
 const MIGRATIONS = [
@@ -35,6 +37,12 @@ const MIGRATIONS = [
    );
    CREATE INDEX backups_volume ON backups (volume_id, created_at);
    CREATE INDEX backups_parent ON backups (parent_id);`,
+  `ALTER TABLE backups ADD COLUMN seq BIGSERIAL;
+   CREATE TABLE jobs (${JOBS_TABLE_COLUMNS},
+     seq BIGSERIAL
+   );
+   CREATE INDEX jobs_claim ON jobs (status, resource, seq);
+   CREATE INDEX jobs_backup ON jobs (backup_id);`,
 ];
 
 const NUMERIC = new Set(['size', 'volume_bytes', 'object_count', 'stored_bytes', 'chunk_size', 'sha_block_size', 'num_dependent_backups']);
@@ -44,13 +52,17 @@ const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = 
 
 function toRecord(row: Record<string, unknown>): BackupRecord {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(row)) out[k] = NUMERIC.has(k) && v !== null ? Number(v) : v;
+  for (const [k, v] of Object.entries(row)) if (k !== 'seq') out[k] = NUMERIC.has(k) && v !== null ? Number(v) : v;
   return out as unknown as BackupRecord;
 }
 
 /** The catalog in PostgreSQL: one database shared by many hosts and workers. */
 export class PostgresCatalog implements Catalog {
-  private constructor(private readonly pool: pg.Pool) {}
+  readonly jobs: PostgresJobQueue;
+
+  private constructor(private readonly pool: pg.Pool) {
+    this.jobs = new PostgresJobQueue(pool);
+  }
 
   static async open(connectionString: string): Promise<PostgresCatalog> {
     const pool = new pg.Pool({ connectionString, max: 4 });
@@ -123,12 +135,19 @@ export class PostgresCatalog implements Catalog {
     const add = (sql: string, v: unknown) => (params.push(v), where.push(sql.replace('?', `$${params.length}`)));
     if (filter.volumeId) add('b.volume_id = ?', filter.volumeId);
     if (filter.repository) add('b.repository = ?', filter.repository);
+    if (filter.name !== undefined) add('b.display_name = ?', filter.name);
     if (filter.status) add('b.status = ?', filter.status);
     else if (!filter.includeDeleted) where.push(`b.status <> 'deleted'`);
-    const { rows } = await this.pool.query(
-      `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.ctid`,
-      params,
-    );
+    if (filter.marker !== undefined) {
+      const m = await this.pool.query('SELECT created_at, seq FROM backups WHERE id = $1', [filter.marker]);
+      if (!m.rows[0]) throw new NotFoundError(`marker ${filter.marker} is not a backup in the catalog`);
+      params.push(m.rows[0].created_at, m.rows[0].seq);
+      const [c, q] = [`$${params.length - 1}`, `$${params.length}`];
+      where.push(`(b.created_at > ${c} OR (b.created_at = ${c} AND b.seq > ${q}))`);
+    }
+    let sql = `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.seq`;
+    if (filter.limit !== undefined) (params.push(filter.limit), (sql += ` LIMIT $${params.length}`));
+    const { rows } = await this.pool.query(sql, params);
     return rows.map(toRecord);
   }
 

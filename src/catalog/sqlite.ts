@@ -1,8 +1,10 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import { CATALOG_COLUMNS } from './columns.js';
+import { JOBS_TABLE_COLUMNS } from './jobs.js';
+import { SqliteJobQueue } from './sqlite-jobs.js';
 import type { BackupFilter, BackupPatch, BackupRecord, BackupStatus, Catalog, NewBackupRecord } from './catalog.js';
 
 const COLUMNS = CATALOG_COLUMNS;
@@ -39,6 +41,13 @@ const MIGRATIONS = [
    );
    CREATE INDEX backups_volume ON backups (volume_id, created_at);
    CREATE INDEX backups_parent ON backups (parent_id);`,
+  `ALTER TABLE backups ADD COLUMN seq INTEGER;
+   UPDATE backups SET seq = rowid;
+   CREATE TABLE jobs (${JOBS_TABLE_COLUMNS},
+     seq INTEGER NOT NULL
+   );
+   CREATE INDEX jobs_claim ON jobs (status, resource, seq);
+   CREATE INDEX jobs_backup ON jobs (backup_id);`,
 ];
 
 const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
@@ -47,6 +56,7 @@ const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = 
 /** The embedded catalog: one SQLite file, WAL mode, safe for several processes on one host. */
 export class SqliteCatalog implements Catalog {
   private readonly db: Database.Database;
+  readonly jobs: SqliteJobQueue;
 
   constructor(readonly file: string) {
     if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -55,6 +65,7 @@ export class SqliteCatalog implements Catalog {
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('synchronous = FULL');
     this.migrate();
+    this.jobs = new SqliteJobQueue(this.db);
   }
 
   private migrate(): void {
@@ -71,7 +82,10 @@ export class SqliteCatalog implements Catalog {
     const row: Record<string, unknown> = { ...record, updated_at: record.created_at, deleted_at: null };
     const cols = COLUMNS.filter((c) => row[c] !== undefined);
     try {
-      this.db.prepare(`INSERT INTO backups (${cols.join(',')}) VALUES (${cols.map((c) => '@' + c).join(',')})`).run(
+      this.db.prepare(
+        `INSERT INTO backups (${cols.join(',')}, seq) VALUES (${cols.map((c) => '@' + c).join(',')}, ` +
+          '(SELECT COALESCE(MAX(seq), 0) + 1 FROM backups))',
+      ).run(
         Object.fromEntries(cols.map((c) => [c, row[c]])),
       );
     } catch (err) {
@@ -84,7 +98,10 @@ export class SqliteCatalog implements Catalog {
   }
 
   async get(id: string): Promise<BackupRecord | undefined> {
-    return this.db.prepare(`${SELECT} WHERE b.id = ?`).get(id) as BackupRecord | undefined;
+    const row = this.db.prepare(`${SELECT} WHERE b.id = ?`).get(id) as (BackupRecord & { seq?: number }) | undefined;
+    if (!row) return undefined;
+    const { seq: _, ...rec } = row;
+    return rec;
   }
 
   async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean> {
@@ -104,10 +121,19 @@ export class SqliteCatalog implements Catalog {
     const params: Record<string, unknown> = {};
     if (filter.volumeId) (where.push('b.volume_id = @volumeId'), (params.volumeId = filter.volumeId));
     if (filter.repository) (where.push('b.repository = @repository'), (params.repository = filter.repository));
+    if (filter.name !== undefined) (where.push('b.display_name = @name'), (params.name = filter.name));
     if (filter.status) (where.push('b.status = @status'), (params.status = filter.status));
     else if (!filter.includeDeleted) where.push(`b.status <> 'deleted'`);
-    const sql = `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.rowid`;
-    return this.db.prepare(sql).all(params) as BackupRecord[];
+    if (filter.marker !== undefined) {
+      const m = this.db.prepare('SELECT created_at, seq FROM backups WHERE id = ?').get(filter.marker) as
+        { created_at: string; seq: number } | undefined;
+      if (!m) throw new NotFoundError(`marker ${filter.marker} is not a backup in the catalog`);
+      where.push('(b.created_at > @mc OR (b.created_at = @mc AND b.seq > @ms))');
+      Object.assign(params, { mc: m.created_at, ms: m.seq });
+    }
+    let sql = `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.seq`;
+    if (filter.limit !== undefined) (sql += ' LIMIT @limit'), (params.limit = filter.limit);
+    return (this.db.prepare(sql).all(params) as (BackupRecord & { seq?: number })[]).map(({ seq: _, ...r }) => r);
   }
 
   async purge(id: string): Promise<void> {

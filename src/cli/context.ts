@@ -1,5 +1,4 @@
 /** What every command needs: the repository, the catalog, output mode and cancellation. */
-import { createHash } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Backend } from '../backends/backend.js';
@@ -71,13 +70,4 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
       await backend.close();
     },
   };
-}
-
-/** A stable volume id for a source path: a name-based (version 5 style) UUID of its canonical path. */
-export function volumeIdForPath(canonical: string): string {
-  const h = createHash('sha1').update('chunkvault-volume:').update(canonical).digest();
-  h[6] = (h[6]! & 0x0f) | 0x50;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }

@@ -9,9 +9,9 @@ import { deleteBackup } from '../engine/delete.js';
 import { exportRecord, importRecord, rebuildCatalog } from '../engine/records.js';
 import { locate, readMetadata } from '../engine/repository.js';
 import { resolveChain, restoreBackup } from '../engine/restore.js';
-import { canonicalSourcePath, openSource } from '../engine/source.js';
+import { canonicalSourcePath, openSource, volumeIdForPath } from '../engine/source.js';
 import { ChunkvaultError, InvalidInputError, NotFoundError } from '../errors.js';
-import { openContext, volumeIdForPath, type Context, type GlobalOptions } from './context.js';
+import { openContext, type Context, type GlobalOptions } from './context.js';
 import { formatBytes, formatRate, parseSize, table } from './output.js';
 
 function sizeOption(name: string) {
@@ -234,6 +234,33 @@ program
       print(ctx, rec, `imported backup ${rec.id} (volume ${rec.volume_id}, container ${rec.container})`);
     }),
   );
+
+const collect = (v: string, all: string[] = []) => [...all, v];
+const serviceOptions = (cmd: Command) =>
+  cmd
+    .option('--config <file>', 'service configuration (JSON: tokens, volumes, listen, repo, catalog, lease_seconds)')
+    .option('--volume <pattern>', 'allow this volume path or glob pattern (repeatable; env CHUNKVAULT_VOLUMES)', collect)
+    .option('--lease-seconds <n>', 'job lease: a worker silent this long is presumed dead (default 30)', (v) => Number(v))
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM, how long running jobs may take to finish before they are cancelled (default 30)', (v) => Number(v))
+    .option('--threads <n>', 'hashing/compression threads per worker', (v) => Number(v));
+
+serviceOptions(program
+  .command('serve')
+  .description('run the HTTP API (port 8776) and worker processes sharing the catalog')
+  .option('--listen <[host:]port>', 'address to listen on (default 127.0.0.1:8776; env CHUNKVAULT_LISTEN)')
+  .option('--workers <n>', 'worker processes to run beside the API', (v) => Number(v), 1))
+  .action(async (o, cmd: Command) => {
+    const { runServe } = await import('../service/run.js');
+    await runServe({ ...cmd.optsWithGlobals(), ...o });
+  });
+
+serviceOptions(program
+  .command('worker')
+  .description('run one worker: claims queued jobs from the catalog and runs them'))
+  .action(async (o, cmd: Command) => {
+    const { runWorker } = await import('../service/run.js');
+    await runWorker({ ...cmd.optsWithGlobals(), ...o });
+  });
 
 function fail(message: string, code: number): never {
   process.stderr.write(`chunkvault: error: ${message}\n`);

@@ -52,6 +52,11 @@ export interface BackupOptions extends ProgressOptions {
   threads?: number;
   /** Parallel object writes. */
   uploads?: number;
+  /**
+   * The record `backupId` already exists in status `creating` (a queued service request):
+   * fill it in instead of creating one. A record no longer `creating` means cancelled.
+   */
+  recordExists?: boolean;
   /** How often the writer looks for a `deleting` status set by another process. */
   cancelPollMs?: number;
 }
@@ -147,7 +152,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   const loc: BackupLocation = { id, container, prefix };
   // An unreachable repository fails before anything is recorded.
   await o.backend.ensureContainer(container, { signal: o.signal });
-  await o.catalog.create({
+  const record = {
     id,
     volume_id: o.volumeId,
     parent_id: parent?.id ?? null,
@@ -172,7 +177,11 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     worker: `${hostname()}:${process.pid}`,
     created_at: timestamp.toISOString(),
     data_timestamp: timestamp.toISOString(),
-  });
+  } as const;
+  if (!o.recordExists) await o.catalog.create(record);
+  else if (!(await o.catalog.update(id, record, ['creating']))) {
+    throw new CancelledError(`backup ${id} was cancelled before it started`, { backupId: id });
+  }
 
   // One controller stops every step: the caller's signal, a `deleting` status, or a failure.
   const stop = new AbortController();
@@ -321,6 +330,8 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   }
 
   async function cleanUp(reason: Error) {
+    // A delete that arrived as the backup stopped for another reason still wins.
+    if ((await o.catalog.get(id).catch(() => undefined))?.status === 'deleting') deletedByUser = true;
     const report = await removeBackupObjects(o.backend, loc, written).catch((e: Error) => ({
       deleted: 0,
       failed: [e.message],

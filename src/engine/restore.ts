@@ -33,7 +33,8 @@ export async function resolveChain(catalog: Catalog, id: string): Promise<Backup
         { backupId: cur },
       );
     }
-    if (rec.status !== 'available') {
+    // `restoring`: other restores may read the same backups at the same time.
+    if (rec.status !== 'available' && rec.status !== 'restoring') {
       throw new ConflictError(`backup ${rec.id} is ${rec.status}, not available`, { backupId: rec.id });
     }
     chain.unshift(rec);

@@ -1,4 +1,6 @@
-import { constants as fsc, promises as fsp, realpathSync, readFileSync, type Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants as fsc, promises as fsp, openSync, realpathSync, readFileSync, type Stats } from 'node:fs';
+import { Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { InvalidInputError } from '../errors.js';
@@ -87,7 +89,7 @@ class StreamSource implements VolumeSource {
   }
 }
 
-/** Opens a regular file, a block device, or `-` (the given stdin stream). */
+/** Opens a regular file, a block device, a named pipe, or `-` (the given stdin stream). */
 export async function openSource(name: string, stdin: Readable = process.stdin): Promise<VolumeSource> {
   if (name === '-') return new StreamSource('-', stdin);
   let fh: fsp.FileHandle;
@@ -103,6 +105,13 @@ export async function openSource(name: string, stdin: Readable = process.stdin):
     await fh.close();
     throw new InvalidInputError(`source ${name} is a directory, not a volume (expected a file, a block device or -)`);
   }
+  if (st.isFIFO() || st.isSocket()) {
+    // A named pipe is read like stdin, through the event loop: a cancel never waits for its writer.
+    // The blocking open above waited for a writer; this second descriptor keeps the pipe open.
+    const fd = openSync(name, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    await fh.close();
+    return new StreamSource(name, new Socket({ fd, readable: true, writable: false }));
+  }
   const size = st.isFile() ? st.size : st.isBlockDevice() ? blockDeviceSize(st) : undefined;
   return new FileSource(name, size, fh);
 }
@@ -114,4 +123,13 @@ export function canonicalSourcePath(name: string): string {
   } catch {
     return path.resolve(name);
   }
+}
+
+/** A stable volume id for a source path: a name-based (version 5 style) UUID of its canonical path. */
+export function volumeIdForPath(canonical: string): string {
+  const h = createHash('sha1').update('chunkvault-volume:').update(canonical).digest();
+  h[6] = (h[6]! & 0x0f) | 0x50;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { Catalog, NewBackupRecord } from '../../src/catalog/catalog.js';
-import { ConflictError } from '../../src/errors.js';
+import { ConflictError, NotFoundError } from '../../src/errors.js';
 
 export function record(id: string, over: Partial<NewBackupRecord> = {}): NewBackupRecord {
   return {
@@ -61,6 +61,19 @@ export function catalogConformance(name: string, make: () => Promise<Catalog>): 
       assert.deepEqual((await c.list({ status: 'error' })).map((r) => r.id), ['b2']);
       assert.deepEqual((await c.list({ status: 'deleted' })).map((r) => r.id), ['b4']);
       assert.deepEqual((await c.list({ repository: 'file:///repo' })).map((r) => r.id), ['b1', 'b2', 'b3']);
+    });
+
+    it('pages through a list with a marker and a limit, ties in creation order, and filters by name', async () => {
+      const c = await fresh();
+      const same = '2024-01-01T00:00:00.000Z';
+      for (const id of ['z', 'a', 'm', 'b']) await c.create(record(id, { created_at: same, display_name: id === 'm' ? 'mid' : 'n' }));
+      await c.update('z', { status: 'error' }); // an update must not move a record in the order
+      assert.deepEqual((await c.list()).map((r) => r.id), ['z', 'a', 'm', 'b']);
+      assert.deepEqual((await c.list({ limit: 2 })).map((r) => r.id), ['z', 'a']);
+      assert.deepEqual((await c.list({ marker: 'a', limit: 1 })).map((r) => r.id), ['m']);
+      assert.deepEqual((await c.list({ marker: 'b' })).map((r) => r.id), []);
+      assert.deepEqual((await c.list({ name: 'mid' })).map((r) => r.id), ['m']);
+      await assert.rejects(c.list({ marker: 'nope' }), NotFoundError);
     });
 
     it('derives num_dependent_backups from children that are not deleted', async () => {

@@ -4,8 +4,10 @@ import { openCatalog, redactCatalogAddress } from '../../src/catalog/open.js';
 import { PostgresCatalog } from '../../src/catalog/postgres.js';
 import { freshDatabase } from '../support/pg-server.js';
 import { catalogConformance, record } from './conformance.js';
+import { jobQueueConformance } from './job-conformance.js';
 
 catalogConformance('postgres', async () => PostgresCatalog.open(await freshDatabase()));
+jobQueueConformance('postgres', freshDatabase);
 
 it('postgres: concurrent openers migrate once; compare-and-set lets exactly one writer win', async () => {
   const url = await freshDatabase();

@@ -1,0 +1,85 @@
+/**
+ * Runs one claimed job with the same engine as the command line: backup, restore or delete.
+ * Whatever happens, the backup record ends in a truthful status.
+ */
+import type { Backend } from '../backends/backend.js';
+import type { Catalog } from '../catalog/catalog.js';
+import type { JobOutcome, JobProgress, JobRecord } from '../catalog/jobs.js';
+import { runBackup } from '../engine/backup.js';
+import { deleteBackup } from '../engine/delete.js';
+import type { ProgressEvent } from '../engine/progress.js';
+import { restoreBackup } from '../engine/restore.js';
+import { openSource } from '../engine/source.js';
+import type { WorkerPool } from '../engine/worker-pool.js';
+import { ConflictError } from '../errors.js';
+import type { AllowList } from './allow-list.js';
+import type { BackupJobParams, RestoreJobParams } from './requests.js';
+
+export interface ExecutorDeps {
+  backend: Backend;
+  catalog: Catalog;
+  allow: AllowList;
+  pool: WorkerPool;
+}
+
+export function progressOf(e: ProgressEvent): JobProgress {
+  return {
+    bytes_done: e.bytesDone,
+    bytes_total: e.bytesTotal ?? null,
+    percent: e.percent === undefined ? null : Math.round(e.percent * 10) / 10,
+    bytes_per_second: Math.round(e.bytesPerSecond),
+  };
+}
+
+/** Runs `job`; resolves with its outcome, rejects with the reason it failed or was cancelled. */
+export async function executeJob(
+  job: JobRecord,
+  deps: ExecutorDeps,
+  signal: AbortSignal,
+  onProgress: (p: JobProgress) => void,
+): Promise<JobOutcome> {
+  const progress = { onProgress: (e: ProgressEvent) => onProgress(progressOf(e)), progressEveryObjects: 1, progressIntervalMs: 1000 };
+  const { backend, catalog, allow, pool } = deps;
+  if (job.kind === 'backup') {
+    const p = job.params as unknown as BackupJobParams;
+    try {
+      const volume = allow.check('volume', p.volume);
+      const source = await openSource(volume);
+      try {
+        const r = await runBackup({
+          backend, catalog, source, volumeId: p.volume_id, backupId: job.backup_id, recordExists: true,
+          incremental: p.incremental, parentId: p.parent_id ?? undefined, compression: p.compression,
+          chunkSize: p.chunk_size, container: p.container, name: p.name, description: p.description, signal, pool,
+          ...progress,
+        });
+        return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
+      } finally {
+        await source.close();
+      }
+    } catch (err) {
+      // Failures before the engine took over leave the record `creating`: say why it failed.
+      await catalog.update(job.backup_id, { status: 'error', fail_reason: (err as Error).message, worker: null }, ['creating']);
+      throw err;
+    }
+  }
+  if (job.kind === 'restore') {
+    const p = job.params as unknown as RestoreJobParams;
+    const target = allow.check('target', p.target);
+    if (!(await catalog.update(job.backup_id, { status: 'restoring' }, ['available']))) {
+      const rec = await catalog.get(job.backup_id);
+      throw new ConflictError(`backup ${job.backup_id} is ${rec?.status ?? 'gone'}, not available: it cannot be restored now`);
+    }
+    try {
+      const r = await restoreBackup({
+        backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
+        ...progress,
+      });
+      return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
+    } finally {
+      await catalog.update(job.backup_id, { status: 'available' }, ['restoring']);
+    }
+  }
+  const started = Date.now();
+  const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });
+  return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: 0 };
+}

@@ -1,0 +1,51 @@
+/**
+ * Prometheus metrics. Job figures come from the catalog, so any API instance reports the
+ * whole fleet; HTTP figures are this process's own.
+ */
+import client from 'prom-client';
+import type { Catalog } from '../catalog/catalog.js';
+import { JOB_KINDS, JOB_STATUSES, type JobStats } from '../catalog/jobs.js';
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly httpDuration: client.Histogram<'method' | 'route' | 'code'>;
+  private stats: Promise<JobStats[]> | undefined;
+
+  constructor(catalog: Catalog) {
+    const registry = this.registry;
+    client.collectDefaultMetrics({ register: registry, prefix: 'chunkvault_process_' });
+    this.httpDuration = new client.Histogram({
+      name: 'chunkvault_http_request_duration_seconds',
+      help: 'HTTP API request latency',
+      labelNames: ['method', 'route', 'code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    });
+    // One catalog query per scrape feeds every job metric.
+    const stats = () => (this.stats ??= catalog.jobs.stats().finally(() => setTimeout(() => (this.stats = undefined), 500)));
+    const perKind = (name: string, help: string, pick: (s: JobStats) => number) =>
+      new client.Counter({
+        name, help, labelNames: ['kind'], registers: [registry],
+        async collect() {
+          const all = await stats();
+          this.reset();
+          for (const kind of JOB_KINDS) this.inc({ kind }, all.filter((s) => s.kind === kind).reduce((n, s) => n + pick(s), 0));
+        },
+      });
+    new client.Gauge({
+      name: 'chunkvault_jobs', help: 'Jobs in the catalog by kind and status', labelNames: ['kind', 'status'], registers: [registry],
+      async collect() {
+        const all = await stats();
+        for (const kind of JOB_KINDS) {
+          for (const status of JOB_STATUSES) this.set({ kind, status }, all.find((s) => s.kind === kind && s.status === status)?.count ?? 0);
+        }
+      },
+    });
+    perKind('chunkvault_job_bytes_total', 'Volume bytes moved by finished jobs', (s) => s.bytes);
+    perKind('chunkvault_job_duration_seconds_total', 'Seconds spent by finished jobs', (s) => s.seconds);
+    perKind('chunkvault_job_storage_retries_total', 'Object-store calls retried after transient faults', (s) => s.retries);
+    perKind('chunkvault_job_errors_total', 'Jobs that failed', (s) => (s.status === 'failed' ? s.count : 0));
+    perKind('chunkvault_jobs_finished_total', 'Jobs that ended (succeeded, failed or cancelled)', (s) =>
+      s.status === 'queued' || s.status === 'running' ? 0 : s.count);
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * What happens to a job whose worker vanished (its lease ran out): the backup it was writing
+ * is marked error and its partial objects removed; a restore gives its backup back; a delete,
+ * being safe to repeat, is queued again.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Backend } from '../backends/backend.js';
+import type { Catalog } from '../catalog/catalog.js';
+import type { JobRecord } from '../catalog/jobs.js';
+import { locate, removeBackupObjects } from '../engine/repository.js';
+import type { Logger } from './log.js';
+
+const DELETE_ATTEMPTS = 3;
+
+export async function reapAbandonedJobs(catalog: Catalog, backend: Backend, log: Logger): Promise<JobRecord[]> {
+  const reaped = await catalog.jobs.reapExpired();
+  for (const job of reaped) {
+    log.warn({ job: job.id, kind: job.kind, backup: job.backup_id, worker: job.worker }, 'job abandoned: lease expired');
+    try {
+      await recover(catalog, backend, job);
+    } catch (err) {
+      log.error({ job: job.id, err: (err as Error).message }, 'recovering an abandoned job failed');
+    }
+  }
+  return reaped;
+}
+
+async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Promise<void> {
+  const rec = await catalog.get(job.backup_id);
+  if (!rec) return;
+  if (job.kind === 'restore') {
+    await catalog.update(rec.id, { status: 'available' }, ['restoring']);
+    return;
+  }
+  if (job.kind === 'delete') {
+    const attempt = Number(job.params.attempt ?? 1);
+    if (attempt < DELETE_ATTEMPTS) {
+      await catalog.jobs.enqueue({ id: randomUUID(), kind: 'delete', backup_id: rec.id, resource: job.resource, params: { attempt: attempt + 1 } });
+    } else {
+      await catalog.update(rec.id, { status: 'error', fail_reason: `delete abandoned ${attempt} times: ${job.error}` }, ['deleting']);
+    }
+    return;
+  }
+  if (rec.status !== 'creating' && rec.status !== 'deleting') return;
+  let note = '';
+  if (rec.repository === backend.url && rec.service_metadata) {
+    const report = await removeBackupObjects(backend, locate(rec));
+    note = report.failed.length
+      ? `; ${report.failed.length} partial object(s) could not be removed: ${report.failed[0]}`
+      : `; ${report.deleted} partial object(s) removed`;
+  } else if (rec.service_metadata) {
+    note = `; partial objects left in ${rec.repository} (not open here)`;
+  }
+  const patch = rec.status === 'deleting'
+    ? { status: 'deleted' as const, deleted_at: new Date().toISOString(), fail_reason: `${job.error}${note}`, worker: null }
+    : { status: 'error' as const, fail_reason: `${job.error}${note}`, worker: null };
+  await catalog.update(rec.id, patch, [rec.status]);
+}

@@ -1,0 +1,125 @@
+/**
+ * `chunkvault serve` (the API, plus supervised worker processes) and `chunkvault worker`.
+ * SIGTERM/SIGINT stop both gracefully: no new claims, running jobs finish or are cancelled
+ * within the shutdown timeout.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { openBackend, defaultRepositoryPath } from '../backends/open.js';
+import type { Backend } from '../backends/backend.js';
+import type { Catalog } from '../catalog/catalog.js';
+import { openCatalog } from '../catalog/open.js';
+import { defaultCatalogPath } from '../cli/context.js';
+import { InvalidInputError } from '../errors.js';
+import { AllowList } from './allow-list.js';
+import { ApiServer } from './api.js';
+import { loadConfig, type ServiceConfig } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { JobWorker } from './worker.js';
+
+export interface ServiceCliOptions {
+  repo?: string;
+  catalog?: string;
+  config?: string;
+  listen?: string;
+  volume?: string[];
+  leaseSeconds?: number;
+  shutdownTimeout?: number;
+  threads?: number;
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+interface Opened {
+  config: ServiceConfig;
+  backend: Backend;
+  catalog: Catalog;
+  allow: AllowList;
+  repoAddress: string;
+  catalogAddress: string;
+}
+
+async function open(o: ServiceCliOptions): Promise<Opened> {
+  const config = loadConfig(o.config, {
+    listen: o.listen, volumes: o.volume, leaseSeconds: o.leaseSeconds, shutdownSeconds: o.shutdownTimeout,
+  });
+  const allow = new AllowList(config.volumes);
+  const repoAddress = o.repo ?? process.env.CHUNKVAULT_REPO ?? config.repo ?? defaultRepositoryPath();
+  const catalogAddress = o.catalog ?? process.env.CHUNKVAULT_CATALOG ?? config.catalog ?? defaultCatalogPath();
+  const backend = await openBackend(repoAddress);
+  const catalog = await openCatalog(catalogAddress);
+  return { config, backend, catalog, allow, repoAddress, catalogAddress };
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function shutdownSignal(log: Logger): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      log.info({ signal: sig }, 'shutting down');
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+export async function runWorker(o: ServiceCliOptions): Promise<void> {
+  const log = createLogger('chunkvault-worker');
+  const { config, backend, catalog, allow } = await open(o);
+  const worker = new JobWorker({ catalog, backend, allow, log, leaseMs: config.leaseMs, threads: o.threads });
+  worker.start();
+  log.info({ worker: worker.name, repository: backend.url, lease_ms: config.leaseMs, volumes: allow.patterns }, 'worker started');
+  await shutdownSignal(log);
+  await worker.stop(config.shutdownTimeoutMs);
+  await catalog.close();
+  await backend.close();
+  log.info({ worker: worker.name }, 'worker stopped');
+}
+
+export async function runServe(o: ServiceCliOptions & { workers: number }): Promise<void> {
+  const log = createLogger('chunkvault-api');
+  const { config, backend, catalog, allow, repoAddress, catalogAddress } = await open(o);
+  if (!config.tokens.length) {
+    throw new InvalidInputError('no API tokens configured: set tokens in --config or CHUNKVAULT_API_TOKENS=name:admin:<secret>');
+  }
+  if (!Number.isInteger(o.workers) || o.workers < 0) throw new InvalidInputError(`--workers must be a whole number, got ${o.workers}`);
+  const api = new ApiServer({ catalog, backend, allow, tokens: config.tokens, log, version: VERSION });
+  const addr = await api.listen(config.port, config.host);
+  log.info({ address: `${addr.address}:${addr.port}`, repository: backend.url, workers: o.workers }, 'API listening');
+
+  // Worker processes, restarted if they die while the service runs.
+  let stopping = false;
+  const children = new Set<ChildProcess>();
+  const main = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+  // Addresses go through the environment: a catalog password never shows in a process list.
+  const env = { ...process.env, CHUNKVAULT_REPO: repoAddress, CHUNKVAULT_CATALOG: catalogAddress };
+  const args = ['worker'];
+  if (o.config) args.push('--config', o.config);
+  for (const v of o.volume ?? []) args.push('--volume', v);
+  if (o.leaseSeconds) args.push('--lease-seconds', String(o.leaseSeconds));
+  if (o.shutdownTimeout !== undefined) args.push('--shutdown-timeout', String(o.shutdownTimeout));
+  if (o.threads) args.push('--threads', String(o.threads));
+  const spawnWorker = () => {
+    const child = fork(main, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(child);
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      if (stopping) return;
+      log.error({ pid: child.pid, code, signal }, 'worker process died; starting another');
+      setTimeout(() => !stopping && spawnWorker(), 1000).unref();
+    });
+  };
+  for (let i = 0; i < o.workers; i++) spawnWorker();
+
+  await shutdownSignal(log);
+  stopping = true;
+  const exited = [...children].map((c) => new Promise((r) => c.once('exit', r)));
+  for (const c of children) c.kill('SIGTERM');
+  await Promise.all([api.close(), ...exited]);
+  await catalog.close();
+  await backend.close();
+  log.info('service stopped');
+}

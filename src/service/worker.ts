@@ -1,0 +1,131 @@
+/**
+ * A job worker: claims one job at a time from the catalog, keeps its lease alive while it
+ * runs (writing progress at the same bounded rate), honours cancel requests, reaps jobs
+ * whose workers died, and on stop() finishes or cancels its job within a deadline.
+ */
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Backend } from '../backends/backend.js';
+import type { Catalog } from '../catalog/catalog.js';
+import type { JobProgress, JobRecord } from '../catalog/jobs.js';
+import { WorkerPool } from '../engine/worker-pool.js';
+import { CancelledError, ChunkvaultError } from '../errors.js';
+import type { AllowList } from './allow-list.js';
+import { executeJob } from './executor.js';
+import type { Logger } from './log.js';
+import { reapAbandonedJobs } from './reaper.js';
+
+export interface WorkerOptions {
+  catalog: Catalog;
+  backend: Backend;
+  allow: AllowList;
+  log: Logger;
+  leaseMs: number;
+  /** Idle wait between claims when the queue is empty. */
+  pollMs?: number;
+  threads?: number;
+  name?: string;
+}
+
+export class JobWorker {
+  readonly name: string;
+  private stopping = false;
+  private wake: AbortController = new AbortController();
+  private current: { job: JobRecord; abort: AbortController; done: Promise<void> } | undefined;
+  private loop: Promise<void> | undefined;
+  private readonly pool: WorkerPool;
+  private lastReap = 0;
+
+  constructor(private readonly o: WorkerOptions) {
+    this.name = o.name ?? `${hostname()}:${process.pid}`;
+    this.pool = new WorkerPool(o.threads);
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Stops claiming; lets the running job finish for up to `timeoutMs`, then cancels it. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    this.wake.abort();
+    const cur = this.current;
+    if (cur) {
+      const finished = await Promise.race([cur.done.then(() => true), sleep(timeoutMs, false)]);
+      if (!finished) {
+        this.o.log.warn({ job: cur.job.id }, 'shutdown deadline reached: cancelling the running job');
+        cur.abort.abort(new CancelledError('cancelled: the worker is shutting down'));
+        await cur.done;
+      }
+    }
+    await this.loop;
+    await this.pool.close();
+  }
+
+  private async run(): Promise<void> {
+    const idle = this.o.pollMs ?? 500;
+    while (!this.stopping) {
+      try {
+        await this.reapIfDue();
+        const job = await this.o.catalog.jobs.claim(this.name, this.o.leaseMs);
+        if (job) {
+          await this.execute(job);
+          continue;
+        }
+      } catch (err) {
+        this.o.log.error({ err: (err as Error).message }, 'worker loop error');
+      }
+      await sleep(idle, undefined, { signal: this.wake.signal }).catch(() => {});
+    }
+  }
+
+  private async reapIfDue(): Promise<void> {
+    if (Date.now() - this.lastReap < this.o.leaseMs / 2) return;
+    this.lastReap = Date.now();
+    await reapAbandonedJobs(this.o.catalog, this.o.backend, this.o.log);
+  }
+
+  private async execute(job: JobRecord): Promise<void> {
+    const { catalog, log, leaseMs } = this.o;
+    const abort = new AbortController();
+    let latest: JobProgress | undefined;
+    let written: JobProgress | undefined;
+    const beat = async () => {
+      const progress = latest !== written ? latest : undefined;
+      const r = await catalog.jobs.heartbeat(job.id, this.name, leaseMs, progress).catch(() => null);
+      if (r === null) return; // the catalog is unreachable for now; the lease still runs
+      written = progress ?? written;
+      if (r === undefined) abort.abort(new CancelledError(`job ${job.id}: this worker lost its lease`));
+      else if (r.cancelRequested) abort.abort(new CancelledError(`job ${job.id} was cancelled`));
+    };
+    // Renewed well before it runs out; progress reaches the catalog at that bounded rate.
+    const timer = setInterval(() => void beat(), Math.max(200, Math.min(leaseMs / 3, 2000)));
+    log.info({ job: job.id, kind: job.kind, backup: job.backup_id, attempt: job.attempts }, 'job started');
+    const started = Date.now();
+    const done = (async () => {
+      let status: 'succeeded' | 'failed' | 'cancelled';
+      let outcome;
+      try {
+        await beat(); // a cancel that arrived while the job was being claimed
+        abort.signal.throwIfAborted();
+        outcome = await executeJob(job, { ...this.o, pool: this.pool }, abort.signal, (p) => (latest = p));
+        status = 'succeeded';
+      } catch (err) {
+        const e = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason : (err as Error);
+        status = e instanceof CancelledError ? 'cancelled' : 'failed';
+        outcome = { error: e.message, seconds: (Date.now() - started) / 1000 };
+        if (!(e instanceof ChunkvaultError)) log.error({ job: job.id, err: e.stack }, 'unexpected job failure');
+      } finally {
+        clearInterval(timer);
+      }
+      const kept = await catalog.jobs.finish(job.id, this.name, status, { ...outcome, result: outcome.result }).catch((err: Error) => {
+        log.error({ job: job.id, err: err.message }, 'could not record the job outcome');
+        return false;
+      });
+      log.info({ job: job.id, kind: job.kind, backup: job.backup_id, status, error: outcome.error, seconds: (Date.now() - started) / 1000, recorded: kept }, 'job ended');
+    })();
+    this.current = { job, abort, done };
+    await done;
+    this.current = undefined;
+  }
+}

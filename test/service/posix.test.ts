@@ -1,0 +1,286 @@
+/** The service on the embedded posix repository with a real PostgreSQL catalog and two worker processes. */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { openBackend } from '../../src/backends/open.js';
+import type { Backend } from '../../src/backends/backend.js';
+import type { Catalog } from '../../src/catalog/catalog.js';
+import { openCatalog } from '../../src/catalog/open.js';
+import { scratch } from '../support/cinder-fixtures.js';
+import { pseudoRandom } from '../support/engine-helpers.js';
+import { freshDatabase } from '../support/pg-server.js';
+import { startService, type RunningService } from '../support/service.js';
+import { MiB, fifoVolume, fleetScenario, objectsUnder } from './scenarios.js';
+
+const tmp = scratch('service-posix');
+after(() => tmp.cleanup());
+
+describe('service: posix repository, PostgreSQL catalog, two workers', () => {
+  let svc: RunningService;
+  let catalog: Catalog;
+  let backend: Backend;
+  const dir = tmp.dir;
+  const vols = path.join(dir, 'vols');
+  const repo = path.join(dir, 'repo');
+
+  before(async () => {
+    mkdirSync(vols, { recursive: true });
+    const db = await freshDatabase();
+    svc = await startService({ repo, catalog: db, volumes: [`${vols}/**`], workers: 2, leaseSeconds: 3 });
+    catalog = await openCatalog(db);
+    backend = await openBackend(repo);
+  });
+  after(async () => {
+    await svc?.stop();
+    await catalog?.close();
+    await backend?.close();
+  });
+
+  it('runs 20 concurrent backup jobs across 5 volumes, then restores each byte for byte', async () => {
+    await fleetScenario(svc, dir, 'posix');
+  });
+
+  it('a worker killed mid-backup: its job fails after the lease, its objects go, the volume backs up again', async () => {
+    const fifo = await fifoVolume(vols, 'killed.img');
+    const res = await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-killed', chunk_size: 256 * 1024 });
+    assert.equal(res.status, 202);
+    const id = res.body.backup.id as string;
+    const writer = await fifo.open; // the worker has opened the volume
+    await writer.write(pseudoRandom(2 * MiB, 5));
+    const running = await svc.until(`/v1/backups/${id}`, (b) => b.backup.progress?.bytes_done >= MiB);
+    const job = (await svc.request('GET', `/v1/jobs/${running.backup.job_id}`)).body.job;
+    assert.equal(job.status, 'running');
+    assert.ok((await objectsUnder(backend, catalog, id)).length > 0, 'data objects were written before the kill');
+    process.kill(Number(job.worker.split(':').at(-1)), 'SIGKILL');
+    await writer.close();
+
+    const failed = await svc.until(`/v1/jobs/${job.id}`, (b) => b.job.status !== 'running', 60_000);
+    assert.equal(failed.job.status, 'failed');
+    assert.match(failed.job.error, /lease expired/);
+    const rec = (await svc.request('GET', `/v1/backups/${id}`)).body.backup;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason, /lease expired.*partial object\(s\) removed/);
+    assert.deepEqual(await objectsUnder(backend, catalog, id), [], 'no partial backup is left in the repository');
+
+    // The service replaced the dead worker, and the volume backs up (fully, then incrementally) again.
+    const file = path.join(vols, 'killed-again.img');
+    writeFileSync(file, pseudoRandom(MiB, 6));
+    const full = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-killed' })).body.backup.id;
+    const incr = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-killed', incremental: true })).body.backup.id;
+    const last = await svc.until(`/v1/backups/${incr}`, (b) => b.backup.status !== 'creating', 60_000);
+    assert.equal(last.backup.status, 'available', last.backup.fail_reason);
+    assert.equal(last.backup.parent_id, full, 'the failed backup is never a parent');
+    assert.match(svc.logs(), /worker process died; starting another/);
+  });
+
+  it('DELETE of a running backup cancels it and removes what it wrote', async () => {
+    const fifo = await fifoVolume(vols, 'cancelled.img');
+    const id = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-cancel', chunk_size: 256 * 1024 })).body.backup.id;
+    const writer = await fifo.open;
+    await writer.write(pseudoRandom(MiB, 8));
+    const running = await svc.until(`/v1/backups/${id}`, (b) => b.backup.progress?.bytes_done >= 512 * 1024);
+    const del = await svc.request('DELETE', `/v1/backups/${id}`);
+    assert.equal(del.status, 202);
+    assert.equal(del.body.backup.status, 'deleting');
+    const job = await svc.until(`/v1/jobs/${running.backup.job_id}`, (b) => b.job.status !== 'running');
+    assert.equal(job.job.status, 'cancelled');
+    await writer.close().catch(() => {});
+    assert.equal((await svc.request('GET', `/v1/backups/${id}`)).status, 404);
+    assert.equal((await catalog.get(id))!.status, 'deleted');
+    assert.deepEqual(await objectsUnder(backend, catalog, id), []);
+  });
+
+  it('a queued backup deleted before it starts never runs', async () => {
+    const fifo = await fifoVolume(vols, 'blocker.img');
+    const blocker = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-q' })).body.backup.id;
+    const writer = await fifo.open;
+    const queued = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-q', incremental: true })).body.backup;
+    const del = await svc.request('DELETE', `/v1/backups/${queued.id}`);
+    assert.equal(del.status, 202);
+    assert.equal(del.body.backup.status, 'deleted');
+    const job = (await svc.request('GET', `/v1/jobs/${queued.job_id}`)).body.job;
+    assert.equal(job.status, 'cancelled');
+    assert.equal(job.started_at, null);
+    await writer.write(pseudoRandom(300_000, 9));
+    await writer.close();
+    const b = await svc.until(`/v1/backups/${blocker}`, (x) => x.backup.status !== 'creating');
+    assert.equal(b.backup.status, 'available');
+    assert.equal(b.backup.volume_bytes, 300_000);
+  });
+
+  it('refuses bad requests with the right status, and nothing changes', async () => {
+    const file = path.join(vols, 'base.img');
+    writeFileSync(file, pseudoRandom(MiB, 11));
+    const parent = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-bad' })).body.backup.id;
+    const child = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-bad', incremental: true })).body.backup.id;
+    await svc.until(`/v1/backups/${child}`, (b) => b.backup.status === 'available');
+    const outside = path.join(dir, 'outside.img');
+    writeFileSync(outside, 'x');
+    symlinkSync(outside, path.join(vols, 'link.img'));
+    const snapshot = async () => [
+      ...(await svc.request('GET', '/v1/backups?limit=1000')).body.backups, ...(await svc.request('GET', '/v1/jobs?limit=1000')).body.jobs,
+    ].map((x) => JSON.stringify(x));
+    const before = await snapshot();
+    const cases: [string, string, unknown, string | null, number, RegExp][] = [
+      ['POST', '/v1/backups', { volume: file, colour: 'red' }, svc.admin, 400, /unknown field.*colour/],
+      ['POST', '/v1/backups', { volume: 42 }, svc.admin, 400, /'volume'.*expected string/],
+      ['POST', '/v1/backups', { volume: file, incremental: 'yes' }, svc.admin, 400, /'incremental'/],
+      ['POST', '/v1/backups', { volume: file, compression: 'lz4' }, svc.admin, 400, /'compression'/],
+      ['POST', '/v1/backups', {}, svc.admin, 400, /'volume'/],
+      ['POST', '/v1/backups', '{"volume": ', svc.admin, 400, /not valid JSON/],
+      ['POST', '/v1/backups', { volume: '/etc/passwd' }, svc.admin, 400, /not in the service's allowed volumes/],
+      ['POST', '/v1/backups', { volume: `${vols}/../outside.img` }, svc.admin, 400, /absolute, normalised/],
+      ['POST', '/v1/backups', { volume: path.join(vols, 'link.img') }, svc.admin, 400, /resolves to .* not in the service's allowed/],
+      ['POST', '/v1/backups', { volume: file, volume_id: 'vol-none', incremental: true }, svc.admin, 400, /make a full backup first/],
+      ['POST', '/v1/backups', { volume: file, parent_id: 'nope' }, svc.admin, 404, /not in the catalog/],
+      ['POST', `/v1/backups/${parent}/restore`, { target: '/tmp/evil.img' }, svc.admin, 400, /not in the service's allowed/],
+      ['POST', `/v1/backups/${parent}/restore`, { target: path.join(vols, 'r.img'), extra: 1 }, svc.admin, 400, /unknown field/],
+      ['POST', '/v1/backups/nope/restore', { target: path.join(vols, 'r.img') }, svc.admin, 404, /not in the catalog/],
+      ['DELETE', `/v1/backups/${parent}`, undefined, svc.admin, 409, /1 dependent incremental/],
+      ['GET', '/v1/backups/nope', undefined, svc.admin, 404, /not in the catalog/],
+      ['GET', '/v1/backups?limit=0', undefined, svc.admin, 400, /'limit'/],
+      ['GET', '/v1/backups?sort=name', undefined, svc.admin, 400, /unknown field.*sort/],
+      ['GET', '/v1/nothing', undefined, svc.admin, 404, /no such resource/],
+      ['PUT', '/v1/backups', { volume: file }, svc.admin, 405, /not allowed/],
+      ['POST', '/v1/jobs/nope/cancel', undefined, svc.admin, 404, /does not exist/],
+      ['POST', '/v1/backups', { volume: file }, null, 401, /bearer token is required/],
+      ['POST', '/v1/backups', { volume: file }, 'not-a-token-at-all-0000', 401, /bearer token is required/],
+      ['GET', '/v1/backups', undefined, `${svc.admin}x`, 401, /bearer token/],
+      ['POST', '/v1/backups', { volume: file }, svc.reader, 403, /may only read/],
+      ['DELETE', `/v1/backups/${child}`, undefined, svc.reader, 403, /may only read/],
+    ];
+    for (const [method, route, body, token, status, message] of cases) {
+      const r = await svc.request(method, route, body, token);
+      assert.equal(r.status, status, `${method} ${route} ${JSON.stringify(body)} -> ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.code, status);
+      assert.match(r.body.error.message, message, `${method} ${route}`);
+    }
+    const now = await snapshot();
+    assert.deepEqual(now.filter((x) => !before.includes(x)), [], 'refused requests change nothing');
+    assert.equal(now.length, before.length);
+    assert.equal((await svc.request('GET', `/v1/backups/${parent}`, undefined, svc.reader)).status, 200, 'a reader may read');
+    assert.doesNotMatch(svc.logs(), new RegExp(svc.admin), 'tokens never reach the logs');
+    assert.doesNotMatch(svc.logs(), new RegExp(svc.reader));
+
+    // Deleting in the right order works: child, then parent.
+    assert.equal((await svc.request('DELETE', `/v1/backups/${child}`)).status, 202);
+    await svc.until(`/v1/backups?volume_id=vol-bad`, (b) => b.backups.length === 1);
+    assert.equal((await svc.request('DELETE', `/v1/backups/${parent}`)).status, 202);
+    await svc.until(`/v1/backups?volume_id=vol-bad`, (b) => b.backups.length === 0);
+    assert.deepEqual(await objectsUnder(backend, catalog, parent), []);
+  });
+
+  it('lists with filters and pagination, exports and imports records', async () => {
+    const file = path.join(vols, 'paged.img');
+    writeFileSync(file, pseudoRandom(200_000, 12));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-page', name: `p${i}` })).body.backup.id);
+    await svc.until('/v1/backups?volume_id=vol-page', (b) => b.backups.every((x: any) => x.status === 'available') && b.backups.length === 3);
+    const first = (await svc.request('GET', '/v1/backups?volume_id=vol-page&limit=2')).body;
+    assert.deepEqual(first.backups.map((b: any) => b.id), ids.slice(0, 2));
+    assert.equal(first.backups_links[0].rel, 'next');
+    const next = (await svc.request('GET', first.backups_links[0].href)).body;
+    assert.deepEqual(next.backups.map((b: any) => b.id), [ids[2]]);
+    assert.deepEqual(next.backups_links, []);
+    assert.deepEqual((await svc.request('GET', '/v1/backups?name=p1')).body.backups.map((b: any) => b.id), [ids[1]]);
+
+    const exported = (await svc.request('GET', `/v1/backups/${ids[1]}/export_record`)).body['backup-record'];
+    assert.equal(exported.backup_service, 'cinder.backup.drivers.posix.PosixBackupDriver');
+    assert.equal((await svc.request('POST', '/v1/backups/import_record', exported)).status, 409, 'already in the catalog');
+    await catalog.purge(ids[1]!);
+    const imported = await svc.request('POST', '/v1/backups/import_record', exported);
+    assert.equal(imported.status, 201, JSON.stringify(imported.body));
+    assert.equal(imported.body.backup.id, ids[1]);
+    assert.equal(imported.body.backup.status, 'available');
+    const target = path.join(vols, 'out', 'imported.img');
+    const job = (await svc.request('POST', `/v1/backups/${ids[1]}/restore`, { target })).body.restore.job_id;
+    const done = await svc.until(`/v1/jobs/${job}`, (b) => !['queued', 'running'].includes(b.job.status));
+    assert.equal(done.job.status, 'succeeded', done.job.error);
+    assert.ok(existsSync(target));
+  });
+
+  it('publishes Prometheus metrics and an OpenAPI document that match what it serves', async () => {
+    const jobs = (await svc.request('GET', '/v1/jobs?limit=1000')).body.jobs as any[];
+    const metrics = (await svc.request('GET', '/metrics', undefined, null)).body as string;
+    const succeeded = jobs.filter((j) => j.kind === 'backup' && j.status === 'succeeded').length;
+    assert.match(metrics, new RegExp(`^chunkvault_jobs\\{kind="backup",status="succeeded"\\} ${succeeded}$`, 'm'));
+    const failed = jobs.filter((j) => j.kind === 'backup' && j.status === 'failed').length;
+    assert.ok(failed >= 1);
+    assert.match(metrics, new RegExp(`^chunkvault_job_errors_total\\{kind="backup"\\} ${failed}$`, 'm'));
+    const bytes = Number(/^chunkvault_job_bytes_total\{kind="backup"\} (\d+)$/m.exec(metrics)![1]);
+    assert.ok(bytes >= 20 * 3 * MiB, `bytes backed up counted (${bytes})`);
+    assert.match(metrics, /^chunkvault_http_request_duration_seconds_bucket\{le="0\.1",method="POST",route="\/v1\/backups",code="202"\} \d+$/m);
+    assert.match(metrics, /^chunkvault_job_duration_seconds_total\{kind="restore"\} [\d.]+$/m);
+
+    const doc = (await svc.request('GET', '/v1/openapi.json', undefined, null)).body;
+    assert.equal(doc.openapi, '3.1.0');
+    for (const p of ['/v1/backups', '/v1/backups/{id}', '/v1/backups/{id}/restore', '/v1/backups/{id}/export_record',
+      '/v1/backups/import_record', '/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/cancel']) assert.ok(doc.paths[p], p);
+    const create = doc.components.schemas.CreateBackup;
+    assert.deepEqual(create.required, ['volume']);
+    assert.equal(create.additionalProperties, false);
+    assert.deepEqual(Object.keys(doc.paths['/v1/backups']).sort(), ['get', 'post']);
+  });
+});
+
+describe('service: graceful shutdown', () => {
+  it('on SIGTERM stops claiming, lets the running job finish, and exits cleanly', async () => {
+    const dir = path.join(tmp.dir, 'shutdown');
+    mkdirSync(dir, { recursive: true });
+    const db = await freshDatabase();
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: db, volumes: [`${dir}/**`], workers: 1, leaseSeconds: 3 });
+    const catalog = await openCatalog(db);
+    try {
+      const fifo = await fifoVolume(dir, 'slow.img');
+      const slow = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-s' })).body.backup.id;
+      const writer = await fifo.open;
+      await writer.write(pseudoRandom(MiB, 1));
+      writeFileSync(path.join(dir, 'other.img'), pseudoRandom(MiB, 2));
+      const waiting = (await svc.request('POST', '/v1/backups', { volume: path.join(dir, 'other.img'), volume_id: 'vol-o' })).body.backup;
+      const exited = new Promise<number | null>((r) => svc.proc.once('exit', (code) => r(code)));
+      svc.proc.kill('SIGTERM');
+      await sleep(1000);
+      await writer.write(pseudoRandom(MiB, 3));
+      await writer.close();
+      assert.equal(await exited, 0, svc.logs());
+      assert.equal((await catalog.get(slow))!.status, 'available', 'the running job finished');
+      assert.equal((await catalog.get(slow))!.volume_bytes, 2 * MiB);
+      assert.equal((await catalog.jobs.get(waiting.job_id))!.status, 'queued', 'nothing new was claimed');
+    } finally {
+      await svc.stop();
+      await catalog.close();
+    }
+  });
+
+  it('cancels a job that outlives the shutdown timeout, leaving a truthful record', async () => {
+    const dir = path.join(tmp.dir, 'shutdown-timeout');
+    mkdirSync(dir, { recursive: true });
+    const db = await freshDatabase();
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: db, volumes: [`${dir}/**`], workers: 1, leaseSeconds: 3, shutdownSeconds: 1 });
+    const catalog = await openCatalog(db);
+    try {
+      const fifo = await fifoVolume(dir, 'stuck.img');
+      const id = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-t', chunk_size: 256 * 1024 })).body.backup.id;
+      const writer = await fifo.open;
+      await writer.write(pseudoRandom(MiB, 1));
+      await svc.until(`/v1/backups/${id}`, (b) => b.backup.progress?.bytes_done > 0);
+      const exited = new Promise<number | null>((r) => svc.proc.once('exit', (code) => r(code)));
+      svc.proc.kill('SIGTERM');
+      assert.equal(await exited, 0, svc.logs());
+      await writer.close().catch(() => {});
+      const rec = (await catalog.get(id))!;
+      assert.equal(rec.status, 'error');
+      assert.match(rec.fail_reason!, /shutting down/);
+      const [job] = await catalog.jobs.list({ backupId: id });
+      assert.equal(job!.status, 'cancelled');
+      const backend = await openBackend(path.join(dir, 'repo'));
+      assert.deepEqual(await objectsUnder(backend, catalog, id), []);
+      await backend.close();
+    } finally {
+      await svc.stop();
+      await catalog.close();
+    }
+  });
+});
