@@ -3,7 +3,8 @@ same volumes and cache state. Writes results/<stamp>/{results.json,results.md,mb
 
 Env: BENCH_DIR (work dir, default /var/tmp/chunkvault-bench), BENCH_SIZE_MIB (2048), BENCH_RUNS (3),
 BENCH_QUICK=1 (256 MiB, 1 run, no peers), BENCH_INSTALL_PEERS=1 (apt-get restic borgbackup),
-BENCH_PEERS=0 (skip peers), BENCH_OBJSTORE=1 (add Swift and S3 rows against a local Swift).
+BENCH_PEERS=0 (skip peers), BENCH_OBJSTORE=1 (add Swift and S3 rows against a local Swift),
+BENCH_SERVICE=0 (skip the service load test; LOAD_* variables tune it, see service-load.mjs).
 """
 import json, os, platform, shutil, statistics, subprocess, sys, time
 
@@ -204,6 +205,11 @@ def main():
             print(f'[bench] {tool.name} run {i + 1}/{RUNS}', file=sys.stderr, flush=True)
             runs.append(run_tool(tool, images, os.path.join(WORK, 'run')))
         results['tools'][tool.name] = median_steps(runs)
+    if os.environ.get('BENCH_SERVICE') != '0':
+        print('[bench] service load test', file=sys.stderr, flush=True)
+        out = subprocess.run(['node', os.path.join(HERE, 'service-load.mjs'), os.path.join(WORK, 'service')],
+                             check=True, capture_output=True, text=True).stdout
+        results['service'] = json.loads(out)
     print('[bench] sparse image', file=sys.stderr, flush=True)
     results['sparse'] = sparse_run(images['sparse'], os.path.join(WORK, 'run'))
     results['sparse']['image_bytes'] = os.path.getsize(images['sparse'])

@@ -37,6 +37,18 @@ def markdown(results):
             f"(CPU {s['backup']['cpu']:.1f} s, RSS {s['backup']['rss_mib']:.0f} MiB), restore {s['restore']['wall']:.2f} s "
             f"(CPU {s['restore']['cpu']:.1f} s); repository {s['repo_bytes'] / MB:.0f} MB; restored file allocates "
             f"{s['restored_allocated'] / 2**30:.2f} GiB.", '']
+    if 'service' in results:
+        a, j = results['service']['api'], results['service']['jobs']
+        out += ['## Service load (loopback, PostgreSQL catalog)', '',
+                f"API: {a['clients']} concurrent clients, {a['requests']} requests (reads, with 1 in 20 a queued backup) in "
+                f"{a['seconds']:.1f} s = {a['requests_per_second']:.0f} req/s, {a['errors']} errors, while the workers run the queued backups.", '',
+                '| route | count | p50 ms | p90 ms | p99 ms | max ms |', '|---|---|---|---|---|---|']
+        for name, l in [('all', a['latency_ms'])] + list(a['by_route_ms'].items()):
+            out.append(f"| {name} | {l['count']} | {l['p50']:.1f} | {l['p90']:.1f} | {l['p99']:.1f} | {l['max']:.1f} |")
+        out += ['', f"Jobs: {j['count']} backups of {j['volume_mib']} MiB random volumes (8 volumes, full then incremental) queued at once, "
+                f"{j['workers']} worker processes: {j['seconds']:.1f} s = {j['jobs_per_second']:.1f} jobs/s, {j['mb_per_second']:.0f} MB/s, "
+                f"{j['failed']} failed; queue wait p50/p99 {j['queue_wait_ms']['p50']}/{j['queue_wait_ms']['p99']} ms, "
+                f"run time p50/p99 {j['run_ms']['p50']}/{j['run_ms']['p99']} ms.", '']
     return '\n'.join(out)
 
 

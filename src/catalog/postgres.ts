@@ -65,7 +65,7 @@ export class PostgresCatalog implements Catalog {
   }
 
   static async open(connectionString: string): Promise<PostgresCatalog> {
-    const pool = new pg.Pool({ connectionString, max: 4 });
+    const pool = new pg.Pool({ connectionString, max: 10 });
     pool.on('error', () => {}); // an idle client's connection loss surfaces on the next query
     const catalog = new PostgresCatalog(pool);
     await catalog.migrate();

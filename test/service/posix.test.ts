@@ -1,6 +1,6 @@
 /** The service on the embedded posix repository with a real PostgreSQL catalog and two worker processes. */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -281,6 +281,39 @@ describe('service: graceful shutdown', () => {
     } finally {
       await svc.stop();
       await catalog.close();
+    }
+  });
+});
+
+describe('service: embedded SQLite catalog', () => {
+  it('runs the same jobs with workers sharing one SQLite file', async () => {
+    const dir = path.join(tmp.dir, 'sqlite');
+    const vols = path.join(dir, 'vols');
+    mkdirSync(vols, { recursive: true });
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: path.join(dir, 'catalog.db'), volumes: [`${vols}/**`], workers: 2 });
+    try {
+      const files = [0, 1, 2].map((i) => {
+        const f = path.join(vols, `d${i}.img`);
+        writeFileSync(f, pseudoRandom(MiB + i * 4096, 40 + i));
+        return f;
+      });
+      const ids = await Promise.all(files.map(async (volume) => {
+        const full = (await svc.request('POST', '/v1/backups', { volume, chunk_size: 256 * 1024 })).body.backup.id;
+        const incr = (await svc.request('POST', '/v1/backups', { volume, incremental: true })).body.backup.id;
+        return [full, incr];
+      }));
+      for (const [i, [full, incr]] of ids.entries()) {
+        const b = await svc.until(`/v1/backups/${incr}`, (x) => x.backup.status !== 'creating');
+        assert.equal(b.backup.status, 'available', b.backup.fail_reason);
+        assert.equal(b.backup.parent_id, full);
+        const target = path.join(vols, `out-${i}.img`);
+        const job = (await svc.request('POST', `/v1/backups/${incr}/restore`, { target })).body.restore.job_id;
+        const done = await svc.until(`/v1/jobs/${job}`, (x) => !['queued', 'running'].includes(x.job.status));
+        assert.equal(done.job.status, 'succeeded', done.job.error);
+        assert.ok(readFileSync(target).equals(readFileSync(files[i]!)));
+      }
+    } finally {
+      await svc.stop();
     }
   });
 });
