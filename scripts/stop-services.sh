@@ -4,3 +4,5 @@ cd "$(dirname "$0")/.."
 for s in scripts/swift-saio.sh scripts/pg-local.sh; do
   [ -f "$s" ] && bash "$s" stop || true
 done
+# Service processes a test left behind (a test file killed by its timeout cannot clean up).
+pkill -KILL -f "$PWD/dist/src/cli/main.js (serve|worker)" 2>/dev/null || true

@@ -75,7 +75,9 @@ export interface JobStats {
   bytes: number;
   seconds: number;
   retries: number;
-  /** Finished jobs with seconds <= each of JOB_SECONDS_BUCKETS, cumulative. */
+  /** Jobs with a recorded duration. */
+  timed: number;
+  /** Jobs with a recorded duration <= each of JOB_SECONDS_BUCKETS (cumulative). */
   buckets: number[];
 }
 
@@ -105,7 +107,7 @@ export interface JobQueue {
 }
 
 /** The SQL of JobQueue.stats, identical in both dialects. */
-export const JOB_STATS_SQL = `SELECT kind, status, COUNT(*) AS count, COALESCE(SUM(bytes), 0) AS bytes,
+export const JOB_STATS_SQL = `SELECT kind, status, COUNT(*) AS count, COUNT(seconds) AS timed, COALESCE(SUM(bytes), 0) AS bytes,
   COALESCE(SUM(seconds), 0) AS seconds, COALESCE(SUM(retries), 0) AS retries,
   ${JOB_SECONDS_BUCKETS.map((b, i) => `SUM(CASE WHEN seconds <= ${b} THEN 1 ELSE 0 END) AS b${i}`).join(', ')}
   FROM jobs GROUP BY kind, status`;
@@ -118,6 +120,7 @@ export function statsFromRows(rows: Record<string, unknown>[]): JobStats[] {
     bytes: Number(r.bytes),
     seconds: Number(r.seconds),
     retries: Number(r.retries),
+    timed: Number(r.timed),
     buckets: JOB_SECONDS_BUCKETS.map((_, i) => Number(r[`b${i}`] ?? 0)),
   }));
 }

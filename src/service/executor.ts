@@ -57,8 +57,11 @@ export async function executeJob(
         await source.close();
       }
     } catch (err) {
-      // Failures before the engine took over leave the record `creating`: say why it failed.
+      // Failures before the engine took over leave the record as the API made it: say what happened.
       await catalog.update(job.backup_id, { status: 'error', fail_reason: (err as Error).message, worker: null }, ['creating']);
+      await catalog.update(job.backup_id, {
+        status: 'deleted', deleted_at: new Date().toISOString(), fail_reason: 'deleted before it started', worker: null,
+      }, ['deleting']);
       throw err;
     }
   }

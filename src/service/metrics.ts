@@ -4,7 +4,29 @@
  */
 import client from 'prom-client';
 import type { Catalog } from '../catalog/catalog.js';
-import { JOB_KINDS, JOB_STATUSES, type JobStats } from '../catalog/jobs.js';
+import { JOB_KINDS, JOB_SECONDS_BUCKETS, JOB_STATUSES, type JobStats } from '../catalog/jobs.js';
+
+/** Job durations as a Prometheus histogram, its buckets counted by the catalog. */
+function durationHistogram(stats: () => Promise<JobStats[]>) {
+  const name = 'chunkvault_job_duration_seconds';
+  const help = 'Duration of jobs that ran, by kind';
+  return {
+    name, help, type: 'histogram',
+    async get() {
+      const all = await stats();
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      for (const kind of JOB_KINDS) {
+        const mine = all.filter((s) => s.kind === kind);
+        const total = (pick: (s: JobStats) => number) => mine.reduce((n, s) => n + pick(s), 0);
+        JOB_SECONDS_BUCKETS.forEach((le, i) => values.push({ labels: { kind, le }, value: total((s) => s.buckets[i]!), metricName: `${name}_bucket` }));
+        values.push({ labels: { kind, le: '+Inf' }, value: total((s) => s.timed), metricName: `${name}_bucket` });
+        values.push({ labels: { kind }, value: total((s) => s.seconds), metricName: `${name}_sum` });
+        values.push({ labels: { kind }, value: total((s) => s.timed), metricName: `${name}_count` });
+      }
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+  };
+}
 
 export class Metrics {
   readonly registry = new client.Registry();
@@ -42,7 +64,7 @@ export class Metrics {
       },
     });
     perKind('chunkvault_job_bytes_total', 'Volume bytes moved by finished jobs', (s) => s.bytes);
-    perKind('chunkvault_job_duration_seconds_total', 'Seconds spent by finished jobs', (s) => s.seconds);
+    registry.registerMetric(durationHistogram(stats) as unknown as client.Metric);
     perKind('chunkvault_job_storage_retries_total', 'Object-store calls retried after transient faults', (s) => s.retries);
     perKind('chunkvault_job_errors_total', 'Jobs that failed', (s) => (s.status === 'failed' ? s.count : 0));
     perKind('chunkvault_jobs_finished_total', 'Jobs that ended (succeeded, failed or cancelled)', (s) =>

@@ -16,6 +16,7 @@ import { AllowList } from './allow-list.js';
 import { ApiServer } from './api.js';
 import { loadConfig, type ServiceConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
+import { reapAbandonedJobs } from './reaper.js';
 import { JobWorker } from './worker.js';
 
 export interface ServiceCliOptions {
@@ -52,17 +53,23 @@ async function open(o: ServiceCliOptions): Promise<Opened> {
   return { config, backend, catalog, allow, repoAddress, catalogAddress };
 }
 
-/** Resolves on the first SIGTERM or SIGINT. */
-function shutdownSignal(log: Logger): Promise<NodeJS.Signals> {
+/**
+ * Resolves on the first SIGTERM or SIGINT. Later ones are only logged: a terminal's Ctrl-C reaches
+ * the workers and `serve` (which forwards SIGTERM) together, and a shutdown must not turn into a kill.
+ */
+function shutdownSignal(log: Logger): Promise<string> {
   return new Promise((resolve) => {
-    const on = (sig: NodeJS.Signals) => {
-      log.info({ signal: sig }, 'shutting down');
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(sig);
+    let first = true;
+    const on = (why: string) => {
+      if (!first) return void log.info({ reason: why }, 'already shutting down');
+      first = false;
+      log.info({ reason: why }, 'shutting down');
+      resolve(why);
     };
     process.on('SIGTERM', on);
     process.on('SIGINT', on);
+    // A worker started by `serve` stops with it, even when `serve` was killed outright.
+    if (process.connected) process.once('disconnect', () => on('serve exited'));
   });
 }
 
@@ -77,6 +84,7 @@ export async function runWorker(o: ServiceCliOptions): Promise<void> {
   await catalog.close();
   await backend.close();
   log.info({ worker: worker.name }, 'worker stopped');
+  if (process.connected) process.disconnect(); // the channel to `serve` would keep this process alive
 }
 
 export async function runServe(o: ServiceCliOptions & { workers: number }): Promise<void> {
@@ -113,9 +121,13 @@ export async function runServe(o: ServiceCliOptions & { workers: number }): Prom
     });
   };
   for (let i = 0; i < o.workers; i++) spawnWorker();
+  // The API reaps abandoned jobs too, so records stay truthful even when no worker is left.
+  const reaper = setInterval(() => void reapAbandonedJobs(catalog, backend, log).catch((err: Error) =>
+    log.error({ err: err.message }, 'reaping abandoned jobs failed')), Math.max(1000, config.leaseMs / 2));
 
   await shutdownSignal(log);
   stopping = true;
+  clearInterval(reaper);
   const exited = [...children].map((c) => new Promise((r) => c.once('exit', r)));
   for (const c of children) c.kill('SIGTERM');
   await Promise.all([api.close(), ...exited]);

@@ -120,10 +120,11 @@ export function jobQueueConformance(name: string, newAddress: () => Promise<stri
       await jobs.enqueue(job('q', 'r', { kind: 'restore' }));
       const stats = await jobs.stats();
       const ok = stats.find((s) => s.kind === 'backup' && s.status === 'succeeded')!;
-      assert.deepEqual({ ...ok }, { kind: 'backup', status: 'succeeded', count: 3, bytes: 3000, seconds: 110.5, retries: 3, buckets: [1, 1, 2, 2, 3, 3, 3] });
+      assert.deepEqual({ ...ok }, { kind: 'backup', status: 'succeeded', count: 3, bytes: 3000, seconds: 110.5, retries: 3, timed: 3, buckets: [1, 1, 2, 2, 3, 3, 3] });
       const queued = stats.find((s) => s.kind === 'restore')!;
       assert.equal(queued.status, 'queued');
       assert.equal(queued.count, 1);
+      assert.equal(queued.timed, 0);
     });
 
     it('hands every job to exactly one of many concurrent claimers', async () => {

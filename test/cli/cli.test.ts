@@ -13,7 +13,10 @@ const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../s
 describe('chunkvault CLI', () => {
   const tmp = scratch('cli');
   after(() => tmp.cleanup());
-  const env = { ...process.env, CHUNKVAULT_REPO: path.join(tmp.dir, 'repo'), CHUNKVAULT_CATALOG: path.join(tmp.dir, 'catalog.db') };
+  const env = {
+    ...process.env, CHUNKVAULT_REPO: path.join(tmp.dir, 'repo'), CHUNKVAULT_CATALOG: path.join(tmp.dir, 'catalog.db'),
+    CHUNKVAULT_API_TOKENS: '', CHUNKVAULT_VOLUMES: '',
+  };
   const cv = (...args: string[]) => spawnSync(process.execPath, [MAIN, ...args], { env, encoding: 'utf8' });
   const json = (...args: string[]) => {
     const r = cv(...args, '--json');
@@ -84,6 +87,9 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
+    failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
+    failsCleanly(cv('worker', '--config', path.join(tmp.dir, 'none.json')), 2, /cannot read configuration .*none\.json/);
+    failsCleanly(cv('worker', '--volume', 'relative/*'), 2, /volume pattern 'relative\/\*' is not an absolute path/);
     const bad = cv('backup', vol, '--compression', 'lzma');
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /lzma/);

@@ -212,7 +212,11 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     const bytes = Number(/^chunkvault_job_bytes_total\{kind="backup"\} (\d+)$/m.exec(metrics)![1]);
     assert.ok(bytes >= 20 * 3 * MiB, `bytes backed up counted (${bytes})`);
     assert.match(metrics, /^chunkvault_http_request_duration_seconds_bucket\{le="0\.1",method="POST",route="\/v1\/backups",code="202"\} \d+$/m);
-    assert.match(metrics, /^chunkvault_job_duration_seconds_total\{kind="restore"\} [\d.]+$/m);
+    const restores = jobs.filter((j) => j.kind === 'restore' && !['queued', 'running'].includes(j.status)).length;
+    assert.match(metrics, /^# TYPE chunkvault_job_duration_seconds histogram$/m);
+    assert.match(metrics, new RegExp(`^chunkvault_job_duration_seconds_bucket\\{kind="restore",le="\\+Inf"\\} ${restores}$`, 'm'));
+    assert.match(metrics, new RegExp(`^chunkvault_job_duration_seconds_count\\{kind="restore"\\} ${restores}$`, 'm'));
+    assert.match(metrics, /^chunkvault_job_duration_seconds_bucket\{kind="backup",le="1"\} [1-9]\d*$/m);
 
     const doc = (await svc.request('GET', '/v1/openapi.json', undefined, null)).body;
     assert.equal(doc.openapi, '3.1.0');
@@ -281,6 +285,35 @@ describe('service: graceful shutdown', () => {
     } finally {
       await svc.stop();
       await catalog.close();
+    }
+  });
+});
+
+describe('service: worker processes', () => {
+  it('stop when the serve process that started them is killed', async () => {
+    const dir = path.join(tmp.dir, 'orphans');
+    mkdirSync(dir, { recursive: true });
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: path.join(dir, 'c.db'), volumes: [`${dir}/**`], workers: 1 });
+    try {
+      writeFileSync(path.join(dir, 'v.img'), pseudoRandom(100_000, 1));
+      const id = (await svc.request('POST', '/v1/backups', { volume: path.join(dir, 'v.img') })).body.backup.id;
+      const b = await svc.until(`/v1/backups/${id}`, (x) => x.backup.status === 'available');
+      const worker = (await svc.request('GET', `/v1/jobs/${b.backup.job_id}`)).body.job.worker as string;
+      const pid = Number(worker.split(':').at(-1));
+      // Alive: present and not a zombie (an orphan's exit may wait for a reaper that never comes).
+      const alive = () => {
+        try {
+          return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+        } catch {
+          return false;
+        }
+      };
+      assert.ok(alive());
+      svc.proc.kill('SIGKILL');
+      for (let i = 0; i < 100 && alive(); i++) await sleep(100);
+      assert.equal(alive(), false, 'the worker left on its own');
+    } finally {
+      await svc.stop();
     }
   });
 });

@@ -8,6 +8,12 @@ import { fileURLToPath } from 'node:url';
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
+/** Every process started here dies with the test process, however it ends. */
+const spawned = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of spawned) c.kill('SIGKILL');
+});
+
 export interface ServiceOptions {
   repo: string;
   catalog: string;
@@ -64,6 +70,8 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     child.stdout!.on('data', (d) => (log += d));
     child.stderr!.on('data', (d) => (log += d));
     children.push(child);
+    spawned.add(child);
+    child.once('exit', () => spawned.delete(child));
     return child;
   };
   const proc = launch(['serve', '--listen', `127.0.0.1:${port}`, '--workers', String(o.workers), ...common]);
