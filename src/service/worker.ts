@@ -51,7 +51,12 @@ export class JobWorker {
     this.wake.abort();
     const cur = this.current;
     if (cur) {
-      const finished = await Promise.race([cur.done.then(() => true), sleep(timeoutMs, false)]);
+      const timer = new AbortController();
+      const finished = await Promise.race([
+        cur.done.then(() => true),
+        sleep(timeoutMs, false, { signal: timer.signal }).catch(() => true),
+      ]);
+      timer.abort(); // a pending timer would hold the process open for the whole timeout
       if (!finished) {
         this.o.log.warn({ job: cur.job.id }, 'shutdown deadline reached: cancelling the running job');
         cur.abort.abort(new CancelledError('cancelled: the worker is shutting down'));
