@@ -1,0 +1,76 @@
+/** What happens to each kind of job whose worker vanished, on a real SQLite catalog and posix repository. */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, it } from 'node:test';
+import type { JobKind } from '../../src/catalog/jobs.js';
+import { dataObjectName } from '../../src/format/naming.js';
+import { createLogger } from '../../src/service/log.js';
+import { reapAbandonedJobs } from '../../src/service/reaper.js';
+import { makeRepo, pseudoRandom } from '../support/engine-helpers.js';
+
+const log = createLogger('test', 'silent');
+
+describe('reaping abandoned jobs', () => {
+  const repo = makeRepo('reaper');
+  after(() => repo.close());
+  const { catalog, backend } = repo;
+
+  /** A job of `kind` on `backupId`, claimed by a worker that then goes silent. */
+  async function abandoned(kind: JobKind, backupId: string, params: Record<string, unknown> = {}) {
+    const id = randomUUID();
+    await catalog.jobs.enqueue({ id, kind, backup_id: backupId, resource: `backup:${backupId}`, params });
+    assert.equal((await catalog.jobs.claim('gone:1', 20))!.id, id);
+    await sleep(40);
+    return id;
+  }
+
+  it('a backup: its partial objects are removed and the record says why it failed', async () => {
+    const r = await repo.backup(repo.file('a.img', pseudoRandom(300_000, 1)));
+    // Make the finished backup look like one cut off mid-write: record `creating`, objects present.
+    await catalog.update(r.id, { status: 'creating', worker: 'gone:1' });
+    const id = await abandoned('backup', r.id);
+    const reaped = await reapAbandonedJobs(catalog, backend, log);
+    assert.deepEqual(reaped.map((j) => j.id), [id]);
+    const rec = (await catalog.get(r.id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /^lease expired.*gone:1.*; \d+ partial object\(s\) removed$/);
+    const left: string[] = [];
+    for await (const n of backend.list(r.container, r.prefix)) left.push(n);
+    assert.deepEqual(left, []);
+    assert.equal((await catalog.jobs.get(id))!.status, 'failed');
+  });
+
+  it('a restore: the backup is available again', async () => {
+    const r = await repo.backup(repo.file('b.img', pseudoRandom(100_000, 2)));
+    await catalog.update(r.id, { status: 'restoring' });
+    await abandoned('restore', r.id, { target: '/nowhere' });
+    await reapAbandonedJobs(catalog, backend, log);
+    assert.equal((await catalog.get(r.id))!.status, 'available');
+  });
+
+  it('a delete is queued again, up to three attempts, then the backup is marked error', async () => {
+    const r = await repo.backup(repo.file('c.img', pseudoRandom(100_000, 3)));
+    await catalog.update(r.id, { status: 'deleting' });
+    let params: Record<string, unknown> = { attempt: 1 };
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      await abandoned('delete', r.id, params);
+      await reapAbandonedJobs(catalog, backend, log);
+      const queued = await catalog.jobs.list({ backupId: r.id, status: 'queued' });
+      if (attempt < 3) {
+        assert.equal(queued.length, 1, `attempt ${attempt} is followed by another`);
+        assert.deepEqual(queued[0]!.params, { attempt: attempt + 1 });
+        assert.equal((await catalog.get(r.id))!.status, 'deleting');
+        params = queued[0]!.params;
+        await catalog.jobs.cancel(queued[0]!.id); // the next attempt is enqueued by the test itself
+      } else {
+        assert.equal(queued.length, 0);
+      }
+    }
+    const rec = (await catalog.get(r.id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /delete abandoned 3 times/);
+    // Its objects are still all there: nothing was lost to a half-done delete.
+    assert.ok(await backend.get(r.container, dataObjectName(r.prefix, 1)));
+  });
+});
