@@ -13,7 +13,7 @@ import { MiB, fleetScenario } from './scenarios.js';
 const tmp = scratch('service-objstore');
 after(() => tmp.cleanup());
 
-describe('service: S3 repository, PostgreSQL catalog, two workers', () => {
+describe('service: S3 repository, PostgreSQL catalog, three workers', () => {
   it('runs 20 concurrent backup jobs across 5 volumes, then restores each byte for byte', async () => {
     const server = swiftServer();
     const dir = path.join(tmp.dir, 's3');
@@ -22,8 +22,10 @@ describe('service: S3 repository, PostgreSQL catalog, two workers', () => {
       repo: server.s3Address(uniqueName('svc'), '&path_style=true'), catalog: await freshDatabase(),
       volumes: [`${dir}/vols/**`], workers: 2,
     });
+    svc.startWorker(); // a third worker, started on its own as another host would
     try {
       await fleetScenario(svc, dir, 's3');
+      assert.match(svc.logs(), /"name":"chunkvault-worker".*"msg":"worker started"[\s\S]*"name":"chunkvault-worker".*"msg":"worker started"[\s\S]*"name":"chunkvault-worker".*"msg":"worker started"/);
     } finally {
       await svc.stop();
     }
