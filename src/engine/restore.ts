@@ -157,6 +157,8 @@ export interface RestoreOptions extends ProgressOptions {
   signal?: AbortSignal;
   pool?: WorkerPool;
   threads?: number;
+  /** Names the temporary file (default: random), so that others can find it if this process dies. */
+  tempTag?: string;
 }
 
 export interface RestoreResult {
@@ -180,7 +182,12 @@ interface Output {
   abort(): Promise<void>;
 }
 
-async function openOutput(target: string, bytes: number, toExisting: boolean, force: boolean): Promise<Output> {
+/** Where a restore into a new file writes until it is complete. */
+export function restoreTempPath(target: string, tag: string): string {
+  return path.join(path.dirname(path.resolve(target)), `.${path.basename(target)}.chunkvault-tmp-${tag}`);
+}
+
+async function openOutput(target: string, bytes: number, toExisting: boolean, force: boolean, tag: string): Promise<Output> {
   const st = await fsp.stat(target).catch(() => undefined);
   if (toExisting) {
     if (!st) throw new InvalidInputError(`--to-existing: ${target} does not exist`);
@@ -206,7 +213,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     );
   }
   const dir = path.dirname(path.resolve(target));
-  const tmp = path.join(dir, `.${path.basename(target)}.chunkvault-tmp-${randomBytes(6).toString('hex')}`);
+  const tmp = restoreTempPath(target, tag);
   const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
     throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
   });
@@ -234,7 +241,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const verifyOnly = o.target === undefined;
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const pool = o.pool ?? new WorkerPool(o.threads);
-  const out = verifyOnly ? undefined : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force);
+  const out = verifyOnly
+    ? undefined
+    : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
   const bs = plan.blockSize;
   let bytesWritten = 0;
   try {

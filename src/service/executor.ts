@@ -75,7 +75,7 @@ export async function executeJob(
     try {
       const r = await restoreBackup({
         backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
-        ...progress,
+        tempTag: `job-${job.id}`, ...progress,
       });
       return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
     } finally {

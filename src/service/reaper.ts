@@ -7,7 +7,9 @@ import { randomUUID } from 'node:crypto';
 import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { JobRecord } from '../catalog/jobs.js';
+import { rm } from 'node:fs/promises';
 import { locate, removeBackupObjects } from '../engine/repository.js';
+import { restoreTempPath } from '../engine/restore.js';
 import type { Logger } from './log.js';
 
 const DELETE_ATTEMPTS = 3;
@@ -29,6 +31,10 @@ async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Prom
   const rec = await catalog.get(job.backup_id);
   if (!rec) return;
   if (job.kind === 'restore') {
+    // The dead worker's unfinished file, when it was on this host (the target itself is untouched).
+    if (typeof job.params.target === 'string' && !job.params.to_existing) {
+      await rm(restoreTempPath(job.params.target, `job-${job.id}`), { force: true });
+    }
     await catalog.update(rec.id, { status: 'available' }, ['restoring']);
     return;
   }

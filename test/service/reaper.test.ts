@@ -1,9 +1,12 @@
 /** What happens to each kind of job whose worker vanished, on a real SQLite catalog and posix repository. */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import type { JobKind } from '../../src/catalog/jobs.js';
+import { restoreTempPath } from '../../src/engine/restore.js';
 import { dataObjectName } from '../../src/format/naming.js';
 import { createLogger } from '../../src/service/log.js';
 import { reapAbandonedJobs } from '../../src/service/reaper.js';
@@ -41,12 +44,21 @@ describe('reaping abandoned jobs', () => {
     assert.equal((await catalog.jobs.get(id))!.status, 'failed');
   });
 
-  it('a restore: the backup is available again', async () => {
+  it('a restore: its unfinished file is removed and the backup is available again', async () => {
     const r = await repo.backup(repo.file('b.img', pseudoRandom(100_000, 2)));
     await catalog.update(r.id, { status: 'restoring' });
-    await abandoned('restore', r.id, { target: '/nowhere' });
+    const target = path.join(repo.dir, 'restored.img');
+    const other = repo.file('other.img', Buffer.from('keep'));
+    const id = randomUUID();
+    await catalog.jobs.enqueue({ id, kind: 'restore', backup_id: r.id, resource: `backup:${r.id}`, params: { target } });
+    await catalog.jobs.claim('gone:1', 20);
+    writeFileSync(restoreTempPath(target, `job-${id}`), 'half');
+    await sleep(40);
     await reapAbandonedJobs(catalog, backend, log);
     assert.equal((await catalog.get(r.id))!.status, 'available');
+    assert.equal(existsSync(restoreTempPath(target, `job-${id}`)), false);
+    assert.equal(existsSync(target), false);
+    assert.equal(readFileSync(other, 'utf8'), 'keep');
   });
 
   it('a delete is queued again, up to three attempts, then the backup is marked error', async () => {
