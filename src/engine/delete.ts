@@ -65,7 +65,10 @@ export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
     const now = await o.catalog.get(rec.id);
     throw new ConflictError(`backup ${rec.id} is ${now?.status ?? 'gone'}; it cannot be deleted now`, { backupId: rec.id });
   }
-  const report = await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
+  // A backup that failed before it wrote anything has no prefix, and nothing to remove.
+  const report = rec.service_metadata === null
+    ? { deleted: 0, failed: [] }
+    : await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
   if (report.failed.length) {
     await o.catalog.update(rec.id, {
       status: 'error',

@@ -93,7 +93,7 @@ export function loadConfig(
   if (!(leaseSeconds > 0)) throw new InvalidInputError(`lease must be a positive number of seconds, got ${leaseSeconds}`);
   if (!(shutdownSeconds >= 0)) throw new InvalidInputError(`shutdown timeout must be a number of seconds, got ${shutdownSeconds}`);
   return {
-    ...parseListen(over.listen ?? c.listen ?? env.CHUNKVAULT_LISTEN ?? String(DEFAULT_PORT)),
+    ...parseListen(over.listen ?? env.CHUNKVAULT_LISTEN ?? c.listen ?? String(DEFAULT_PORT)),
     repo: c.repo,
     catalog: c.catalog,
     tokens,

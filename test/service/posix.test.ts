@@ -110,6 +110,17 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     assert.equal(b.backup.volume_bytes, 300_000);
   });
 
+  it('a backup that failed before it started says why, and can be deleted', async () => {
+    const missing = path.join(vols, 'not-there.img');
+    const id = (await svc.request('POST', '/v1/backups', { volume: missing, volume_id: 'vol-missing' })).body.backup.id;
+    const failed = await svc.until(`/v1/backups/${id}`, (b) => b.backup.status !== 'creating');
+    assert.equal(failed.backup.status, 'error');
+    assert.match(failed.backup.fail_reason, /cannot open source .*not-there\.img: no such file or device/);
+    assert.equal((await svc.request('DELETE', `/v1/backups/${id}`)).status, 202);
+    await svc.until(`/v1/jobs?backup_id=${id}&kind=delete`, (b) => b.jobs[0]?.status === 'succeeded');
+    assert.equal((await svc.request('GET', `/v1/backups/${id}`)).status, 404);
+  });
+
   it('refuses bad requests with the right status, and nothing changes', async () => {
     const file = path.join(vols, 'base.img');
     writeFileSync(file, pseudoRandom(MiB, 11));
