@@ -10,9 +10,16 @@ const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../s
 
 /** Every process started here dies with the test process, however it ends. */
 const spawned = new Set<ChildProcess>();
-process.once('exit', () => {
+const killSpawned = () => {
   for (const c of spawned) c.kill('SIGKILL');
-});
+};
+process.once('exit', killSpawned);
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    killSpawned();
+    process.exit(1);
+  });
+}
 
 export interface ServiceOptions {
   repo: string;
