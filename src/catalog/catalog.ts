@@ -2,6 +2,7 @@
  * The catalog seam: Cinder's `backups` table, kept outside the repository. SQLite is the
  * embedded default; other implementations share the contract and the conformance suite.
  */
+import { NotFoundError } from '../errors.js';
 import type { JobQueue } from './jobs.js';
 
 export type BackupStatus = 'creating' | 'available' | 'error' | 'deleting' | 'deleted' | 'restoring';
@@ -77,4 +78,11 @@ export interface Catalog {
   /** Removes a record for good (import conflicts, tests); normal deletes set status `deleted`. */
   purge(id: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The record of a backup that exists (deleted ones do not), or a NotFoundError naming it. */
+export async function requireBackup(catalog: Catalog, id: string, what = 'backup'): Promise<BackupRecord> {
+  const rec = await catalog.get(id);
+  if (!rec || rec.status === 'deleted') throw new NotFoundError(`${what} ${id} is not in the catalog`, { backupId: id });
+  return rec;
 }

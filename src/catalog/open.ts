@@ -1,3 +1,4 @@
+import { BackendError } from '../errors.js';
 import type { Catalog } from './catalog.js';
 import { SqliteCatalog } from './sqlite.js';
 
@@ -6,7 +7,9 @@ export async function openCatalog(address: string): Promise<Catalog> {
   if (/^postgres(ql)?:\/\//i.test(address)) {
     // Loaded on demand: the embedded default never needs the PostgreSQL client.
     const { PostgresCatalog } = await import('./postgres.js');
-    return PostgresCatalog.open(address);
+    return PostgresCatalog.open(address).catch((err: Error) => {
+      throw new BackendError(`cannot open catalog ${redactCatalogAddress(address)}: ${err.message}`);
+    });
   }
   return new SqliteCatalog(address);
 }

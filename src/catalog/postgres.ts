@@ -47,12 +47,12 @@ const MIGRATIONS = [
 
 const NUMERIC = new Set(['size', 'volume_bytes', 'object_count', 'stored_bytes', 'chunk_size', 'sha_block_size', 'num_dependent_backups']);
 
-const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
+const SELECT = `SELECT ${CATALOG_COLUMNS.map((c) => `b.${c}`).join(', ')}, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
   AS num_dependent_backups FROM backups b`;
 
 function toRecord(row: Record<string, unknown>): BackupRecord {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(row)) if (k !== 'seq') out[k] = NUMERIC.has(k) && v !== null ? Number(v) : v;
+  for (const [k, v] of Object.entries(row)) out[k] = NUMERIC.has(k) && v !== null ? Number(v) : v;
   return out as unknown as BackupRecord;
 }
 

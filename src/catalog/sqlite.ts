@@ -50,7 +50,7 @@ const MIGRATIONS = [
    CREATE INDEX jobs_backup ON jobs (backup_id);`,
 ];
 
-const SELECT = `SELECT b.*, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
+const SELECT = `SELECT ${CATALOG_COLUMNS.map((c) => `b.${c}`).join(', ')}, (SELECT COUNT(*) FROM backups c WHERE c.parent_id = b.id AND c.status <> 'deleted')
   AS num_dependent_backups FROM backups b`;
 
 /** The embedded catalog: one SQLite file, WAL mode, safe for several processes on one host. */
@@ -98,10 +98,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   async get(id: string): Promise<BackupRecord | undefined> {
-    const row = this.db.prepare(`${SELECT} WHERE b.id = ?`).get(id) as (BackupRecord & { seq?: number }) | undefined;
-    if (!row) return undefined;
-    const { seq: _, ...rec } = row;
-    return rec;
+    return this.db.prepare(`${SELECT} WHERE b.id = ?`).get(id) as BackupRecord | undefined;
   }
 
   async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean> {
@@ -133,7 +130,7 @@ export class SqliteCatalog implements Catalog {
     }
     let sql = `${SELECT}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY b.created_at, b.seq`;
     if (filter.limit !== undefined) (sql += ' LIMIT @limit'), (params.limit = filter.limit);
-    return (this.db.prepare(sql).all(params) as (BackupRecord & { seq?: number })[]).map(({ seq: _, ...r }) => r);
+    return this.db.prepare(sql).all(params) as BackupRecord[];
   }
 
   async purge(id: string): Promise<void> {

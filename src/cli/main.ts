@@ -2,7 +2,7 @@
 /** The `chunkvault` command line: one sub-command per operation, `--json` for machines. */
 import { randomUUID } from 'node:crypto';
 import { Command, CommanderError, Option } from 'commander';
-import type { BackupRecord } from '../catalog/catalog.js';
+import { requireBackup } from '../catalog/catalog.js';
 import { COMPRESSION_CHOICES } from '../codecs/codec.js';
 import { runBackup } from '../engine/backup.js';
 import { deleteBackup } from '../engine/delete.js';
@@ -10,7 +10,7 @@ import { exportRecord, importRecord, rebuildCatalog } from '../engine/records.js
 import { locate, readMetadata } from '../engine/repository.js';
 import { resolveChain, restoreBackup } from '../engine/restore.js';
 import { canonicalSourcePath, openSource, volumeIdForPath } from '../engine/source.js';
-import { ChunkvaultError, InvalidInputError, NotFoundError } from '../errors.js';
+import { ChunkvaultError, InvalidInputError } from '../errors.js';
 import { openContext, type Context, type GlobalOptions } from './context.js';
 import { formatBytes, formatRate, parseSize, table } from './output.js';
 
@@ -46,12 +46,6 @@ async function withProgress<T>(ctx: Context, fn: (progress: ReturnType<Context['
 function print(ctx: Context, value: unknown, human: string): void {
   if (ctx.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
   else ctx.say(human);
-}
-
-async function requireRecord(ctx: Context, id: string): Promise<BackupRecord> {
-  const rec = await ctx.catalog.get(id);
-  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${id} is not in the catalog`, { backupId: id });
-  return rec;
 }
 
 const program = new Command('chunkvault')
@@ -128,7 +122,7 @@ program
   .argument('<id>')
   .action(async (id: string, _o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      const rec = await requireRecord(ctx, id);
+      const rec = await requireBackup(ctx.catalog, id);
       const chain = await resolveChain(ctx.catalog, id).then((c) => c.map((r) => r.id)).catch((e: Error) => `unresolvable: ${e.message}`);
       const meta = rec.status === 'available' ? await readMetadata(ctx.backend, locate(rec), { signal: ctx.signal }) : undefined;
       const objects = meta?.objects ?? [];

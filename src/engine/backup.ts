@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
-import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import { encodeMetadata, encodeSha256File, type ObjectEntry } from '../format/metadata.js';
@@ -84,18 +84,20 @@ function positiveInt(v: number, what: string): number {
   return v;
 }
 
-async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined> {
-  if (o.parentId) {
-    const parent = await o.catalog.get(o.parentId);
-    if (!parent || parent.status === 'deleted') throw new NotFoundError(`parent backup ${o.parentId} is not in the catalog`);
-    if (parent.status !== 'available') {
-      throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`, { backupId: parent.id });
-    }
-    if (parent.repository !== o.backend.url) {
-      throw new InvalidInputError(`parent backup ${parent.id} lives in ${parent.repository}, not in ${o.backend.url}`);
-    }
-    return parent;
+/** An explicit parent: it must exist, be available, and live in the repository written to. */
+export async function requireParent(catalog: Catalog, backend: Backend, parentId: string): Promise<BackupRecord> {
+  const parent = await requireBackup(catalog, parentId, 'parent backup');
+  if (parent.status !== 'available') {
+    throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`, { backupId: parent.id });
   }
+  if (parent.repository !== backend.url) {
+    throw new InvalidInputError(`parent backup ${parent.id} lives in ${parent.repository}, not in ${backend.url}`);
+  }
+  return parent;
+}
+
+async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined> {
+  if (o.parentId) return requireParent(o.catalog, o.backend, o.parentId);
   if (!o.incremental) return undefined;
   const candidates = await o.catalog.list({ volumeId: o.volumeId, status: 'available', repository: o.backend.url });
   const parent = candidates.at(-1);

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backends/backend.js';
-import type { BackupRecord, Catalog } from '../catalog/catalog.js';
-import { BackendError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
+import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
 import { locate, removeBackupObjects } from './repository.js';
 
 export interface DeleteOptions {
@@ -40,8 +40,7 @@ function writerAlive(worker: string | null): boolean {
  * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
  */
 export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
-  let rec = await o.catalog.get(o.backupId);
-  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${o.backupId} is not in the catalog`, { backupId: o.backupId });
+  let rec = await requireBackup(o.catalog, o.backupId);
   if (rec.num_dependent_backups > 0) {
     throw new ConflictError(
       `backup ${rec.id} has ${rec.num_dependent_backups} dependent incremental backup(s); delete those first`,

@@ -1,7 +1,7 @@
 /** Moving catalog records in and out: repository scans and Cinder's export format. */
 import type { Backend } from '../backends/backend.js';
-import type { BackupRecord, Catalog } from '../catalog/catalog.js';
-import { ConflictError, NotFoundError } from '../errors.js';
+import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
+import { ConflictError } from '../errors.js';
 import type { BackupMetadata, Sha256File } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
@@ -101,8 +101,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
 }
 
 export async function exportRecord(catalog: Catalog, id: string): Promise<{ backup_service: string; backup_url: string }> {
-  const rec = await catalog.get(id);
-  if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${id} is not in the catalog`, { backupId: id });
+  const rec = await requireBackup(catalog, id);
   return { backup_service: rec.service ?? CINDER_DRIVER_CLASS.posix, backup_url: encodeRecord(rec) };
 }
 

@@ -246,11 +246,11 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
   const bs = plan.blockSize;
   let bytesWritten = 0;
+  const pending: Promise<void>[] = [];
   try {
     // Objects in flight hold their compressed and decompressed bytes: bound them by size too.
     const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
     const depth = Math.max(1, Math.min(pool.size + 2, Math.floor(READ_AHEAD_BYTES / largest)));
-    const pending: Promise<void>[] = [];
     const handle = async (read: RestorePlan['reads'][number]) => {
       const { layer, object, runs } = read;
       const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal });
@@ -290,6 +290,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await Promise.all(pending);
     await out?.commit();
   } catch (err) {
+    // Objects still in flight finish (or fail) before the output goes: nothing keeps running
+    // against a closed file or a stopped pool once this call has returned.
+    await Promise.allSettled(pending);
     await out?.abort().catch(() => {});
     throw err;
   } finally {

@@ -100,8 +100,10 @@ export class ApiServer {
 
   async listen(port: number, host: string): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => (this.server.off('error', reject), resolve()));
+      const fail = (err: NodeJS.ErrnoException) =>
+        reject(new InvalidInputError(`cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`));
+      this.server.once('error', fail);
+      this.server.listen(port, host, () => (this.server.off('error', fail), resolve()));
     });
     return this.server.address() as AddressInfo;
   }

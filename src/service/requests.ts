@@ -4,7 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Backend } from '../backends/backend.js';
-import type { BackupRecord, Catalog } from '../catalog/catalog.js';
+import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
+import { requireParent } from '../engine/backup.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
 import { defaultContainer } from '../format/naming.js';
@@ -39,10 +40,8 @@ export class Requests {
     private readonly allow: AllowList,
   ) {}
 
-  async record(id: string): Promise<BackupRecord> {
-    const rec = await this.catalog.get(id);
-    if (!rec || rec.status === 'deleted') throw new NotFoundError(`backup ${id} is not in the catalog`, { backupId: id });
-    return rec;
+  record(id: string): Promise<BackupRecord> {
+    return requireBackup(this.catalog, id);
   }
 
   async job(id: string): Promise<JobRecord> {
@@ -56,10 +55,7 @@ export class Requests {
     const volumeId = body.volume_id ?? volumeIdForPath(canonicalSourcePath(volume));
     const compression = writerLabel(body.compression ?? 'zstd');
     if (body.parent_id) {
-      const parent = await this.catalog.get(body.parent_id);
-      if (!parent || parent.status === 'deleted') throw new NotFoundError(`parent backup ${body.parent_id} is not in the catalog`);
-      if (parent.status !== 'available') throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`);
-      if (parent.repository !== this.backend.url) throw new InvalidInputError(`parent backup ${parent.id} lives in another repository`);
+      const parent = await requireParent(this.catalog, this.backend, body.parent_id);
       if (parent.volume_id !== volumeId) throw new InvalidInputError(`parent backup ${parent.id} is a backup of volume ${parent.volume_id}, not ${volumeId}`);
     } else if (body.incremental) {
       // The parent is chosen when the job runs: a full backup still queued counts.

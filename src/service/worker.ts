@@ -30,7 +30,7 @@ export interface WorkerOptions {
 export class JobWorker {
   readonly name: string;
   private stopping = false;
-  private wake: AbortController = new AbortController();
+  private readonly wake = new AbortController();
   private current: { job: JobRecord; abort: AbortController; done: Promise<void> } | undefined;
   private loop: Promise<void> | undefined;
   private readonly pool: WorkerPool;
@@ -123,7 +123,7 @@ export class JobWorker {
       } finally {
         clearInterval(timer);
       }
-      const kept = await catalog.jobs.finish(job.id, this.name, status, { ...outcome, result: outcome.result }).catch((err: Error) => {
+      const kept = await catalog.jobs.finish(job.id, this.name, status, outcome).catch((err: Error) => {
         log.error({ job: job.id, err: err.message }, 'could not record the job outcome');
         return false;
       });

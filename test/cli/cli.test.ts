@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
@@ -88,12 +89,28 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
+    failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);
+    assert.doesNotMatch(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db').stderr, /secret/);
     failsCleanly(cv('worker', '--config', path.join(tmp.dir, 'none.json')), 2, /cannot read configuration .*none\.json/);
     failsCleanly(cv('worker', '--volume', 'relative/*'), 2, /volume pattern 'relative\/\*' is not an absolute path/);
     const bad = cv('backup', vol, '--compression', 'lzma');
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /lzma/);
     assert.doesNotMatch(bad.stderr, /\n\s+at /);
+  });
+
+  it('serve names an address it cannot listen on', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    const { port } = busy.address() as net.AddressInfo;
+    try {
+      const r = spawnSync(process.execPath, [MAIN, 'serve', '--listen', `127.0.0.1:${port}`, '--workers', '0'], {
+        env: { ...env, CHUNKVAULT_API_TOKENS: 'ops:admin:0123456789abcdef0123' }, encoding: 'utf8',
+      });
+      failsCleanly(r, 2, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: address already in use`));
+    } finally {
+      busy.close();
+    }
   });
 
   it('exports a record in Cinder\'s encoding and imports it into a fresh catalog', () => {
