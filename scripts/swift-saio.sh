@@ -9,12 +9,15 @@
 #   swift-saio.sh stop      stops what start started (data is kept)
 #
 # Credentials: Swift tempauth user test:tester key testing at /auth/v1.0;
-#              S3 access key test:tester secret testing, region us-east-1, path-style.
+#              S3 access key test:tester secret testing, region us-east-1, path-style, or
+#              virtual-host style under the storage domain s3.chunkvault.test, for the bucket
+#              chunkvault-vhost (start adds both names to /etc/hosts: no DNS serves them).
 # Swift keeps object metadata in user xattrs: the data directory must be on ext4/xfs/btrfs.
 set -euo pipefail
 D=${CHUNKVAULT_SWIFT_DIR:-/var/tmp/chunkvault-swift}
 PORT=${CHUNKVAULT_SWIFT_PORT:-8080}
 OBJ=$((PORT - 1880)) CON=$((PORT - 1879)) ACC=$((PORT - 1878)) MEM=${CHUNKVAULT_MEMCACHED_PORT:-11211}
+VHOST_DOMAIN=s3.chunkvault.test VHOST_BUCKET=chunkvault-vhost
 URL=http://127.0.0.1:$PORT
 USR=$(id -un)
 
@@ -68,6 +71,7 @@ token_life = 86400
 [filter:s3api]
 use = egg:swift#s3api
 location = us-east-1
+storage_domain = $VHOST_DOMAIN
 s3_acl = false
 max_multi_delete_objects = 1000
 
@@ -104,6 +108,12 @@ CONF
   fi
 }
 
+hosts_entry() {
+  local line="127.0.0.1 $VHOST_DOMAIN $VHOST_BUCKET.$VHOST_DOMAIN"
+  grep -qxF "$line" /etc/hosts 2>/dev/null || echo "$line" >> /etc/hosts ||
+    echo "swift-saio: cannot add '$line' to /etc/hosts: virtual-host S3 requests will not resolve" >&2
+}
+
 launch() { # name cmd...
   local name=$1; shift
   # fd 9 (the start lock) must not leak into the servers
@@ -115,6 +125,7 @@ start() {
   # Test processes start the server concurrently: one at a time.
   exec 9> "${D%/}.lock"
   flock 9
+  hosts_entry
   if healthy; then echo "swift-saio: already up at $URL"; return; fi
   command -v swift-proxy-server >/dev/null || install
   [[ -f /etc/swift/swift.conf ]] || die "/etc/swift/swift.conf is missing (it comes with the swift package)"
@@ -142,6 +153,7 @@ env_lines() {
   echo "export CHUNKVAULT_TEST_SWIFT_URL=$URL"
   echo "export ST_AUTH=$URL/auth/v1.0 ST_USER=test:tester ST_KEY=testing"
   echo "export AWS_ACCESS_KEY_ID=test:tester AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1"
+  echo "export CHUNKVAULT_TEST_S3_VHOST_DOMAIN=$VHOST_DOMAIN CHUNKVAULT_TEST_S3_VHOST_BUCKET=$VHOST_BUCKET"
 }
 
 case ${1:-} in
@@ -149,5 +161,5 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   env) env_lines ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -22,6 +22,17 @@ export function isTransientTransportError(err: unknown): boolean {
   return false;
 }
 
+/** A transport error's message with its causes ("fetch failed: connect ECONNREFUSED 127.0.0.1:9"). */
+function transportDetail(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; depth < 4 && e !== undefined; e = (e as Error).cause, depth++) {
+    const m = e instanceof Error ? e.message : String(e);
+    if (m && !parts.some((p) => p.includes(m))) parts.push(m);
+    if (!(e instanceof Error)) break;
+  }
+  return parts.join(': ') || String(err);
+}
+
 /**
  * Maps a failed request to an error kind. `signal` is the caller's: its abort is passed
  * through untouched, while our own per-request timeout counts as a transient fault.
@@ -40,7 +51,7 @@ export function classifyFailure(
       ? `access denied (HTTP ${status}): check the credentials`
       : status !== undefined
         ? `HTTP ${status}`
-        : (err as Error)?.message ?? String(err);
+        : transportDetail(err);
   const message = `${what}: ${detail}`;
   if (status === 404) return new NotFoundError(message, ctx);
   if ((status !== undefined && isTransientStatus(status)) || (status === undefined && isTransientTransportError(err))) {

@@ -4,14 +4,21 @@ import { classifyFailure, md5, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
 export interface SwiftAuth {
-  /** `.../auth/v1.0` (tempauth, swauth) or a Keystone v3 endpoint (`.../v3`). */
+  /**
+   * `.../auth/v1.0` or `.../v1` (tempauth, swauth); anything else is Keystone v3 (`/v3` is
+   * added when missing, as the OpenStack clients do).
+   */
   authUrl: string;
   username: string;
   password: string;
-  /** Keystone v3 scope. */
+  /** Keystone v3: the project to scope to (by id, or by name within its domain). */
+  projectId?: string;
   projectName?: string;
   userDomainName?: string;
+  userDomainId?: string;
   projectDomainName?: string;
+  projectDomainId?: string;
+  /** Keystone v3: which object-store endpoint of the catalog (default: public, any region). */
   region?: string;
   interface?: string;
 }
@@ -35,11 +42,39 @@ export function swiftAuthFromEnv(authUrl: string | undefined, env: NodeJS.Proces
   const password = env.OS_PASSWORD ?? env.ST_KEY;
   if (!url) throw new InvalidInputError('swift: no auth URL (give ?auth=... in the address, or set OS_AUTH_URL)');
   if (!username || !password) throw new InvalidInputError('swift: no credentials (set OS_USERNAME and OS_PASSWORD, or ST_USER and ST_KEY)');
-  return {
-    authUrl: url, username, password, projectName: env.OS_PROJECT_NAME ?? env.OS_TENANT_NAME,
-    userDomainName: env.OS_USER_DOMAIN_NAME ?? 'Default', projectDomainName: env.OS_PROJECT_DOMAIN_NAME ?? 'Default',
-    region: env.OS_REGION_NAME, interface: env.OS_INTERFACE ?? 'public',
+  const auth: SwiftAuth = {
+    authUrl: url, username, password,
+    projectId: env.OS_PROJECT_ID ?? env.OS_TENANT_ID, projectName: env.OS_PROJECT_NAME ?? env.OS_TENANT_NAME,
+    userDomainId: env.OS_USER_DOMAIN_ID, userDomainName: env.OS_USER_DOMAIN_NAME,
+    projectDomainId: env.OS_PROJECT_DOMAIN_ID, projectDomainName: env.OS_PROJECT_DOMAIN_NAME,
+    region: env.OS_REGION_NAME, interface: env.OS_INTERFACE,
   };
+  if (keystoneTokensUrl(url) && !auth.projectId && !auth.projectName) {
+    throw new InvalidInputError(`swift: ${url} is a Keystone v3 endpoint: set OS_PROJECT_NAME or OS_PROJECT_ID (Swift needs a project-scoped token)`);
+  }
+  return auth;
+}
+
+/** Keystone's token URL for a v3 auth URL; undefined for v1 (tempauth) auth URLs. */
+export function keystoneTokensUrl(authUrl: string): string | undefined {
+  const base = authUrl.replace(/\/+$/, '');
+  if (/\/v1(\.0)?$/.test(base)) return undefined;
+  if (/\/v2\.0$/.test(base)) throw new InvalidInputError(`swift: ${authUrl} is Keystone v2.0, which is gone; use the v3 endpoint`);
+  return `${/\/v3$/.test(base) ? base : `${base}/v3`}/auth/tokens`;
+}
+
+/** The body of a Keystone v3 password authentication, scoped to the project. */
+function keystoneAuthBody(a: SwiftAuth): string {
+  const domain = (id: string | undefined, name: string | undefined) => (id ? { id } : { name: name ?? 'Default' });
+  const project = a.projectId
+    ? { id: a.projectId }
+    : { name: a.projectName, domain: domain(a.projectDomainId, a.projectDomainName) };
+  return JSON.stringify({
+    auth: {
+      identity: { methods: ['password'], password: { user: { name: a.username, domain: domain(a.userDomainId, a.userDomainName), password: a.password } } },
+      scope: { project },
+    },
+  });
 }
 
 const encodeName = (name: string): string => name.split('/').map(encodeURIComponent).join('/');
@@ -73,26 +108,12 @@ export class SwiftBackend implements Backend {
   private async login(signal: AbortSignal, callerSignal?: AbortSignal): Promise<Session> {
     const a = this.opts.auth;
     const what = `swift auth at ${a.authUrl}`;
+    const tokensUrl = keystoneTokensUrl(a.authUrl);
     let res: Response;
     try {
-      if (/\/v3\/?$/.test(a.authUrl)) {
-        res = await fetch(a.authUrl.replace(/\/?$/, '/auth/tokens'), {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({
-            auth: {
-              identity: { methods: ['password'], password: { user: { name: a.username, domain: { name: a.userDomainName }, password: a.password } } },
-              ...(a.projectName ? { scope: { project: { name: a.projectName, domain: { name: a.projectDomainName } } } } : {}),
-            },
-          }),
-          signal,
-        });
-      } else {
-        res = await fetch(a.authUrl, {
-          headers: { 'x-auth-user': a.username, 'x-auth-key': a.password },
-          signal,
-        });
-      }
+      res = tokensUrl
+        ? await fetch(tokensUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: keystoneAuthBody(a), signal })
+        : await fetch(a.authUrl, { headers: { 'x-auth-user': a.username, 'x-auth-key': a.password }, signal });
     } catch (err) {
       throw classifyFailure(err, what, {}, undefined, callerSignal);
     }
@@ -100,13 +121,18 @@ export class SwiftBackend implements Backend {
       await res.body?.cancel();
       throw classifyFailure(undefined, what, {}, res.status, callerSignal);
     }
-    if (/\/v3\/?$/.test(a.authUrl)) {
+    if (tokensUrl) {
       const token = res.headers.get('x-subject-token');
-      const body = (await res.json()) as { token?: { catalog?: { type: string; endpoints: { interface: string; region?: string; url: string }[] }[] } };
+      const body = (await res.json()) as { token?: { catalog?: { type: string; endpoints: { interface: string; region?: string; region_id?: string; url: string }[] }[] } };
+      if (!token) throw new BackendError(`${what}: the response has no X-Subject-Token`);
+      const iface = (a.interface ?? 'public').replace(/URL$/, ''); // 'publicURL' is the v2 spelling
       const endpoint = body.token?.catalog
         ?.find((s) => s.type === 'object-store')
-        ?.endpoints.find((e) => e.interface === a.interface && (!a.region || e.region === a.region));
-      if (!token || !endpoint) throw new BackendError(`${what}: no token or no object-store endpoint in the service catalog`);
+        ?.endpoints.find((e) => e.interface === iface && (!a.region || (e.region_id ?? e.region) === a.region));
+      if (!endpoint) {
+        const where = `${iface} object-store endpoint${a.region ? ` in region ${a.region}` : ''}`;
+        throw new BackendError(`${what}: the service catalog has no ${where} (set OS_INTERFACE / OS_REGION_NAME)`);
+      }
       return { token, storageUrl: endpoint.url.replace(/\/$/, '') };
     }
     await res.body?.cancel();

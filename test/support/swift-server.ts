@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../../src/backends/backend.js';
 import { S3Backend } from '../../src/backends/s3.js';
-import { SwiftBackend } from '../../src/backends/swift.js';
+import { SwiftBackend, type SwiftAuth } from '../../src/backends/swift.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -54,4 +54,38 @@ export function swiftBackend(container: string, opts: { pageSize?: number; authU
     pageSize: opts.pageSize,
     requestTimeoutMs: opts.requestTimeoutMs,
   });
+}
+
+export interface KeystoneServer {
+  /** Keystone's v3 endpoint. */
+  authUrl: string;
+  /** The Swift proxy that takes Keystone tokens (listed in the catalog as RegionOne's object-store). */
+  swiftUrl: string;
+  user: { username: string; password: string; projectName: string };
+  admin: { username: string; password: string; projectName: string };
+  outsider: { username: string; password: string };
+}
+
+let keystone: KeystoneServer | undefined;
+
+/** Keystone v3 and a Keystone-auth Swift proxy, started by scripts/keystone.sh (installs them when missing). */
+export function keystoneServer(): KeystoneServer {
+  if (keystone) return keystone;
+  swiftServer();
+  execFileSync('bash', [path.join(ROOT, 'scripts/keystone.sh'), 'start'], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 });
+  const env = execFileSync('bash', [path.join(ROOT, 'scripts/keystone.sh'), 'env'], { encoding: 'utf8' });
+  const vars = Object.fromEntries([...env.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]));
+  keystone = {
+    authUrl: vars.CHUNKVAULT_TEST_KEYSTONE_URL!,
+    swiftUrl: vars.CHUNKVAULT_TEST_SWIFT_KEYSTONE_URL!,
+    user: { username: 'chunkvault', password: 'backup-secret', projectName: 'backups' },
+    admin: { username: 'admin', password: 'admin-secret', projectName: 'admin' },
+    outsider: { username: 'outsider', password: 'outsider-secret' },
+  };
+  return keystone;
+}
+
+export function keystoneSwiftBackend(container: string, opts: { pageSize?: number; auth?: Partial<SwiftAuth> } = {}): SwiftBackend {
+  const ks = keystoneServer();
+  return new SwiftBackend({ container, auth: { authUrl: ks.authUrl, ...ks.user, ...opts.auth }, pageSize: opts.pageSize });
 }
