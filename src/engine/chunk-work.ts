@@ -90,11 +90,13 @@ const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).d
 const md5 = (data: Uint8Array): string => createHash('md5').update(data).digest('hex');
 
 /**
- * Memory a codec returned may belong to a native addon and cannot move between threads
- * (it would be serialised and copied twice); one copy into plain memory lets it move.
+ * A codec's output as memory that can move to another thread: as it is when it owns its whole
+ * ArrayBuffer, else copied once (a view into a larger or shared allocation, such as zlib's
+ * or the wasm codec's, would otherwise be cloned, with everything around it).
  */
 function movable(data: Uint8Array, input: Uint8Array): Uint8Array {
   if (data === input) return data;
+  if (data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) return data;
   const owned = new Uint8Array(data.length);
   owned.set(data);
   return owned;

@@ -17,7 +17,7 @@ import { blockDeviceSize } from './source.js';
 import { WorkerPool } from './worker-pool.js';
 import { DirectWriter } from '../io/direct-writer.js';
 
-const READ_AHEAD_BYTES = 256 * 1024 * 1024;
+const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 
 /** The backups to replay, full first, ending with `id`. */
 export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
@@ -248,9 +248,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   let bytesWritten = 0;
   const pending: Promise<void>[] = [];
   try {
-    // Objects in flight hold their compressed and decompressed bytes: bound them by size too.
+    // Enough objects in flight that reads, checks and writes overlap and no worker waits;
+    // each holds up to its compressed and its decompressed bytes, so their sizes bound it too.
     const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
-    const depth = Math.max(1, Math.min(pool.size + 2, Math.floor(READ_AHEAD_BYTES / largest)));
+    const depth = Math.max(1, Math.min(pool.size * 8, Math.floor(IN_FLIGHT_BYTES / (2 * largest))));
     const handle = async (read: RestorePlan['reads'][number]) => {
       const { layer, object, runs } = read;
       const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal });
@@ -280,12 +281,24 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       }
       progress.add(0, 1);
     };
+    // Up to `depth` objects in flight, a new one started as soon as any finishes.
+    const running = new Set<Promise<void>>();
+    let failed = false;
     for (const read of plan.reads) {
       o.signal?.throwIfAborted();
-      const p = handle(read);
+      if (failed) break;
+      const p: Promise<void> = handle(read).then(
+        () => void running.delete(p),
+        (err) => {
+          failed = true;
+          running.delete(p);
+          throw err;
+        },
+      );
       p.catch(() => {});
       pending.push(p);
-      if (pending.length >= depth) await pending.shift();
+      running.add(p);
+      if (running.size >= depth) await Promise.race(running);
     }
     await Promise.all(pending);
     await out?.commit();
