@@ -35,6 +35,8 @@ class Server(socketserver.ThreadingMixIn, w.WSGIServer):
 w.make_server("127.0.0.1", int(os.environ["KEYSTONE_PORT"]), initialize_public_application(), server_class=Server).serve_forever()
 '
 
+source "$(dirname "$0")/lib/daemons.sh"
+
 die() { echo "keystone: $*" >&2; exit 1; }
 token() { # user password project -> prints a project-scoped token
   curl -fsS -m 10 -D - -o /dev/null -H 'content-type: application/json' "$KURL/auth/tokens" -d \
@@ -148,12 +150,6 @@ operator_roles = admin, member
 CONF
 }
 
-launch() { # name cmd...
-  local name=$1; shift
-  setsid "$@" > "$D/log/$name.log" 2>&1 < /dev/null 9>&- &
-  echo $! > "$D/run/$name.pid"
-}
-
 wait_for() { # what command...
   local what=$1 deadline=$((SECONDS + 120)); shift
   while ((SECONDS < deadline)); do "$@" >/dev/null 2>&1 && return; sleep 0.2; done
@@ -179,15 +175,6 @@ start() {
   launch proxy swift-proxy-server "$D/proxy-keystone.conf" -v
   wait_for "the Keystone-auth Swift proxy" healthy
   echo "keystone: up at $KURL, Swift with Keystone auth at $PURL"
-}
-
-stop() {
-  local f
-  for f in "$D"/run/*.pid; do
-    [[ -f $f ]] || continue
-    kill -TERM -- "-$(cat "$f")" 2>/dev/null || kill -TERM "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
-  done
 }
 
 env_lines() {

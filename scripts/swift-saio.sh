@@ -21,6 +21,8 @@ VHOST_DOMAIN=s3.chunkvault.test VHOST_BUCKET=chunkvault-vhost
 URL=http://127.0.0.1:$PORT
 USR=$(id -un)
 
+source "$(dirname "$0")/lib/daemons.sh"
+
 die() { echo "swift-saio: $*" >&2; exit 1; }
 healthy() { [[ $(curl -s -m 2 "$URL/healthcheck" 2>/dev/null) == OK ]] && auth >/dev/null 2>&1; }
 auth() { curl -fsS -m 5 -D - -o /dev/null -H 'X-Auth-User: test:tester' -H 'X-Auth-Key: testing' "$URL/auth/v1.0"; }
@@ -114,13 +116,6 @@ hosts_entry() {
     echo "swift-saio: cannot add '$line' to /etc/hosts: virtual-host S3 requests will not resolve" >&2
 }
 
-launch() { # name cmd...
-  local name=$1; shift
-  # fd 9 (the start lock) must not leak into the servers
-  setsid "$@" > "$D/log/$name.log" 2>&1 < /dev/null 9>&- &
-  echo $! > "$D/run/$name.pid"
-}
-
 start() {
   # Test processes start the server concurrently: one at a time.
   exec 9> "${D%/}.lock"
@@ -138,15 +133,6 @@ start() {
   while ((SECONDS < deadline)); do healthy && { echo "swift-saio: up at $URL"; return; }; sleep 0.2; done
   tail -n 20 "$D"/log/*.log >&2 || true
   die "servers did not become healthy"
-}
-
-stop() {
-  local f
-  for f in "$D"/run/*.pid; do
-    [[ -f $f ]] || continue
-    kill -TERM -- "-$(cat "$f")" 2>/dev/null || kill -TERM "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
-  done
 }
 
 env_lines() {

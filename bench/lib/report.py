@@ -25,8 +25,11 @@ def markdown(results):
             cells += [f"{w:.2f} ({_mbps(results, w):.0f})", f"{w / base[step]['wall']:.2f}"]
         cells.append('/'.join(f"{t[s]['cpu']:.1f}" for s in STEPS))
         cells.append(f"{max(t[s]['rss_mib'] for s in STEPS):.0f}")
-        cells.append(f"{t['full']['repo_bytes'] / MB:.0f} MB")
-        cells.append(f"{(t['incremental']['repo_bytes'] - t['full']['repo_bytes']) / MB:.1f} MB")
+        if t['full']['repo_bytes']:
+            cells.append(f"{t['full']['repo_bytes'] / MB:.0f} MB")
+            cells.append(f"{(t['incremental']['repo_bytes'] - t['full']['repo_bytes']) / MB:.1f} MB")
+        else:  # an object store: its size on disk is not the repository's
+            cells += ['–', '–']
         out.append('| ' + ' | '.join(cells) + ' |')
     out += ['', '## Ceilings on the same image (one pass over it)', '', '| command | wall s | MB/s | chunkvault full backup / this |', '|---|---|---|---|']
     for name, c in results['ceilings'].items():

@@ -26,6 +26,7 @@ export const DEFAULT_SHA_BLOCK_SIZE = 32 * 1024;
 export const DEFAULT_COMPRESSION = 'zstd';
 const GiB = 1024 ** 3;
 const UPLOAD_BYTES = 128 * 1024 * 1024;
+const WORKER_QUEUE_BYTES = 64 * 1024 * 1024;
 
 export interface BackupOptions extends ProgressOptions {
   backend: Backend;
@@ -258,7 +259,9 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
   async function writeObjects() {
     const inflight: { result: Promise<BackupChunkResult>; length: number }[] = [];
-    const maxInflight = pool.size + 1;
+    // Chunks at the workers: enough that none waits while the oldest is committed, and with
+    // small chunks a few more (bounded by bytes, so large chunks keep memory where it was).
+    const maxInflight = Math.max(pool.size + 1, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / chunkSize)));
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
     const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / chunkSize)));
     const entries: ObjectEntry[] = [];
