@@ -259,9 +259,9 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
   async function writeObjects() {
     const inflight: { result: Promise<BackupChunkResult>; length: number }[] = [];
-    // Chunks at the workers: enough that none waits while the oldest is committed, and with
-    // small chunks a few more (bounded by bytes, so large chunks keep memory where it was).
-    const maxInflight = Math.max(pool.size + 1, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / chunkSize)));
+    // Chunks at the workers: with small chunks up to 4 per thread, so none waits while the
+    // oldest is committed; large ones are bounded by bytes (one per thread at least).
+    const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / chunkSize)));
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
     const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / chunkSize)));
     const entries: ObjectEntry[] = [];
