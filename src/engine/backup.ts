@@ -258,7 +258,12 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   }
 
   async function writeObjects() {
-    const inflight: { result: Promise<BackupChunkResult>; length: number }[] = [];
+    // Commits run in chunk order as soon as each chunk's result is ready, while the reader goes
+    // on (a slow source, such as a pipe, must not hold back finished chunks); the reader waits
+    // only when `maxInflight` chunks are not yet committed.
+    const uncommitted: Promise<void>[] = [];
+    let commits: Promise<void> = Promise.resolve();
+    let halted = false; // set when the reader fails: no commit may start after that
     // Chunks at the workers: with small chunks up to 4 per thread, so none waits while the
     // oldest is committed; large ones are bounded by bytes (one per thread at least).
     const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / chunkSize)));
@@ -282,6 +287,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
     const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number }) => {
       const r = await chunk.result;
+      if (halted) return;
       const usingChunk: Promise<void>[] = [];
       for (const h of r.hashes) hashes.push(h);
       zeroBlocks += r.zeroBlocks;
@@ -309,29 +315,42 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
       progress.add(chunk.length, r.extents.length);
     };
 
-    for (;;) {
-      signal.throwIfAborted();
-      const data = await untilAborted(o.source.read(takeBuffer()), signal);
-      if (data.length === 0) break;
-      const nBlocks = Math.ceil(data.length / shaBlockSize);
-      const parentHashes = parentSha
-        ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
-        : null;
-      const length = data.length;
-      inflight.push({
-        result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression })),
-        length,
-      });
-      offset += length;
-      block += nBlocks;
-      while (inflight.length >= maxInflight) await commit(inflight.shift()!);
-      if (length < chunkSize) break;
+    try {
+      await readChunks();
+      await commits;
+    } catch (err) {
+      // Every commit has finished before the caller cleans up, so it sees every object written.
+      halted = true;
+      await commits.catch(() => {});
+      throw err;
     }
-    while (inflight.length) await commit(inflight.shift()!);
     await Promise.all(uploads);
     signal.throwIfAborted();
     if (offset === 0) throw new InvalidInputError(`source ${o.source.name} is empty: there is nothing to back up`);
     return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
+
+    async function readChunks() {
+      for (;;) {
+        signal.throwIfAborted();
+        const data = await untilAborted(o.source.read(takeBuffer()), signal);
+        if (data.length === 0) break;
+        const nBlocks = Math.ceil(data.length / shaBlockSize);
+        const parentHashes = parentSha
+          ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
+          : null;
+        const length = data.length; // before the buffer moves to a worker thread
+        const chunk = {
+          result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression })),
+          length,
+        };
+        commits = quiet(commits.then(() => commit(chunk)));
+        uncommitted.push(commits);
+        offset += chunk.length;
+        block += nBlocks;
+        while (uncommitted.length >= maxInflight) await uncommitted.shift();
+        if (chunk.length < chunkSize) break;
+      }
+    }
   }
 
   async function cleanUp(reason: Error) {
