@@ -12,11 +12,11 @@ export function defaultRepositoryPath(env: NodeJS.ProcessEnv = process.env): str
   return path.join(dataHome, 'chunkvault', 'repository');
 }
 
-function flag(v: string | null): boolean | undefined {
+function flag(v: string | null, what: string): boolean | undefined {
   if (v === null) return undefined;
   if (/^(1|true|yes|on)$/i.test(v)) return true;
   if (/^(0|false|no|off)$/i.test(v)) return false;
-  throw new InvalidInputError(`expected true or false, got '${v}'`);
+  throw new InvalidInputError(`${what} must be true or false, got '${v}'`);
 }
 
 function int(v: string | null, what: string): number | undefined {
@@ -64,7 +64,7 @@ export async function openBackend(address: string, opts: OpenOptions = {}): Prom
     scheme === 's3'
       ? new (await import('./s3.js')).S3Backend({
           bucket: container, endpoint: q.get('endpoint') ?? undefined, region: q.get('region') ?? undefined,
-          pathStyle: flag(q.get('path_style')), profile: q.get('profile') ?? undefined, pageSize,
+          pathStyle: flag(q.get('path_style'), 'path_style'), profile: q.get('profile') ?? undefined, pageSize,
         })
       : await import('./swift.js').then(({ SwiftBackend, swiftAuthFromEnv }) =>
           new SwiftBackend({ container, auth: swiftAuthFromEnv(q.get('auth') ?? undefined), pageSize }));

@@ -88,6 +88,7 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
     failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);
     assert.doesNotMatch(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db').stderr, /secret/);
