@@ -10,6 +10,11 @@ export interface Codec {
   compress(data: Uint8Array): Uint8Array;
   /** Decompresses one object; `length` is the uncompressed length from the metadata. */
   decompress(data: Uint8Array, length: number): Uint8Array;
+  /**
+   * Decompresses one object into `into` (no new allocation) and returns the decompressed
+   * length; codecs without it are decompressed and copied.
+   */
+  decompressInto?(data: Uint8Array, into: Uint8Array): number;
 }
 
 export type Algorithm = 'zlib' | 'bz2' | 'zstd';

@@ -16,11 +16,15 @@ const zlibCodec: Codec = {
   decompress: (data) => zlib.inflateSync(data),
 };
 
+const zstdBinding = require('zstd-napi/binding') as typeof import('zstd-napi/binding.js');
+let dctx: InstanceType<typeof zstdBinding.DCtx> | undefined;
+
 /** zstd: one frame with the content size in its header, level 3 (python-zstd's default). */
 const zstdCodec: Codec = {
   algorithm: 'zstd',
   compress: (data) => zstd.compress(data, { compressionLevel: 3 }),
   decompress: (data) => zstd.decompress(data),
+  decompressInto: (data, into) => (dctx ??= new zstdBinding.DCtx()).decompress(into, data),
 };
 
 interface Bz2Compressor {

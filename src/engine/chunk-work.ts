@@ -55,12 +55,14 @@ export interface RestoreObjectJob {
   blockSize: number;
   volumeBytes: number;
   runs: RestoreRun[];
-  /** verify only: the decompressed bytes are not sent back. */
-  returnData: boolean;
+  /**
+   * Where the decompressed object goes (shared memory of at least `length` bytes, reused by
+   * the caller): it stays there, nothing is sent back but the zero flags.
+   */
+  into: Uint8Array;
 }
 
 export interface RestoreObjectResult {
-  data: Uint8Array | null;
   /** One flag per kept block, in run order: 1 when the block is all zero. */
   zero: Uint8Array;
 }
@@ -208,25 +210,7 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
       );
     }
   })();
-  let data: Uint8Array;
-  if (algorithm === null) {
-    data = job.data;
-  } else {
-    try {
-      data = (await loadCodec(algorithm)).decompress(job.data, job.length);
-    } catch (err) {
-      throw new IntegrityError(
-        `object ${job.name} of backup ${job.backupId} (offset ${job.offset}): cannot decompress ${job.compression} data: ${(err as Error).message}`,
-        { ...where, offset: job.offset },
-      );
-    }
-  }
-  if (data.length !== job.length) {
-    throw new IntegrityError(
-      `object ${job.name} of backup ${job.backupId} (offset ${job.offset}): length ${data.length}, metadata says ${job.length}`,
-      { ...where, offset: job.offset },
-    );
-  }
+  const data = await placeObject(job, algorithm);
   const digest = isAllZero(data) ? digestOfZeros('md5', data.length) : md5(data);
   if (digest !== job.md5) {
     throw new IntegrityError(
@@ -258,5 +242,33 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
       }
     }
   }
-  return { data: job.returnData ? movable(data, job.data) : null, zero };
+  return { zero };
+}
+
+/** Puts the object's uncompressed bytes at the start of `job.into`; returns them (length checked). */
+async function placeObject(job: RestoreObjectJob, algorithm: Algorithm | null): Promise<Uint8Array> {
+  const fail = (message: string): never => {
+    throw new IntegrityError(`object ${job.name} of backup ${job.backupId} (offset ${job.offset}): ${message}`, {
+      backupId: job.backupId, object: job.name, offset: job.offset,
+    });
+  };
+  let length = job.data.length;
+  if (algorithm !== null) {
+    const codec = await loadCodec(algorithm);
+    try {
+      if (codec.decompressInto) {
+        length = codec.decompressInto(job.data, job.into);
+      } else {
+        const out = codec.decompress(job.data, job.length);
+        length = out.length;
+        if (length === job.length) job.into.set(out);
+      }
+    } catch (err) {
+      fail(`cannot decompress ${job.compression} data: ${(err as Error).message}`);
+    }
+  } else if (length === job.length) {
+    job.into.set(job.data);
+  }
+  if (length !== job.length) fail(`length ${length}, metadata says ${job.length}`);
+  return job.into.subarray(0, length);
 }

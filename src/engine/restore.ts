@@ -15,7 +15,7 @@ import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { blockDeviceSize } from './source.js';
 import { WorkerPool } from './worker-pool.js';
-import { DirectWriter } from '../io/direct-writer.js';
+import { DirectWriter, sharedBufferPool } from '../io/direct-writer.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 
@@ -252,13 +252,21 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     // each holds up to its compressed and its decompressed bytes, so their sizes bound it too.
     const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
     const depth = Math.max(1, Math.min(pool.size * 8, Math.floor(IN_FLIGHT_BYTES / (2 * largest))));
+    // Workers decompress into these and the writer writes from them: made once, reused.
+    const buffers = sharedBufferPool(largest, depth, out?.out);
     const handle = async (read: RestorePlan['reads'][number]) => {
-      const { layer, object, runs } = read;
+      const into = await buffers.acquire();
+      try {
+        await restoreObject(read, into);
+      } finally {
+        buffers.release(into);
+      }
+    };
+    const restoreObject = async ({ layer, object, runs }: RestorePlan['reads'][number], into: Buffer) => {
       const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal });
       const r = await pool.run({
         kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
-        offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs,
-        returnData: !verifyOnly,
+        offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs, into,
       });
       const sparse = out?.sparse ?? true;
       let first = 0; // index of this run's first block in r.zero
@@ -271,7 +279,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
           if (!keep && start >= 0) {
             const from = (run.block + start) * bs;
             const to = Math.min((run.block + i) * bs, plan.bytes);
-            if (out && r.data) await out.out.write(r.data.subarray(from - object.offset, to - object.offset), from);
+            if (out) await out.out.write(into.subarray(from - object.offset, to - object.offset), from);
             bytesWritten += to - from;
             start = -1;
           }

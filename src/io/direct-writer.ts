@@ -12,11 +12,6 @@ import { randomBytes } from 'node:crypto';
 const ALIGN = 4096;
 const STAGE_BYTES = 8 * 1024 * 1024;
 
-/** An aligned window into a larger allocation (Node cannot allocate aligned memory itself). */
-interface Stage {
-  view: Buffer;
-}
-
 /** Finds, by trial writes to a scratch file, the offset at which `raw` is aligned for O_DIRECT. */
 async function alignedView(dir: string, raw: Buffer, length: number): Promise<Buffer | undefined> {
   const scratch = path.join(dir, `.chunkvault-tmp-probe-${randomBytes(6).toString('hex')}`);
@@ -40,70 +35,123 @@ async function alignedView(dir: string, raw: Buffer, length: number): Promise<Bu
   }
 }
 
-/** Aligned staging buffers shared by every writer on one filesystem directory. */
-class StagePool {
-  private readonly waiting: ((s: Stage) => void)[] = [];
-  constructor(private readonly free: Stage[]) {}
-
-  acquire(): Promise<Stage> {
-    const s = this.free.pop();
-    return s ? Promise.resolve(s) : new Promise((resolve) => this.waiting.push(resolve));
+/**
+ * Reusable buffers lent one at a time: made on demand up to `limit`, then a caller waits
+ * for one to come back. Memory stays bounded and is not reallocated (or faulted in) again.
+ */
+export class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: ((b: Buffer) => void)[] = [];
+  private made: number;
+  constructor(private readonly limit: number, private readonly make: () => Promise<Buffer>, initial: Buffer[] = []) {
+    this.free.push(...initial);
+    this.made = initial.length;
   }
 
-  release(s: Stage): void {
+  async acquire(): Promise<Buffer> {
+    const b = this.free.pop();
+    if (b) return b;
+    if (this.made < this.limit) {
+      this.made++;
+      return this.make().catch((err: unknown) => {
+        this.made--;
+        throw err;
+      });
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(b: Buffer): void {
     const next = this.waiting.shift();
-    if (next) next(s);
-    else this.free.push(s);
+    if (next) next(b);
+    else this.free.push(b);
   }
 }
 
-const poolsByDir = new Map<string, Promise<StagePool | undefined>>();
+/** Memory that worker threads can fill in place (a view of a SharedArrayBuffer). */
+function sharedBuffer(length: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(length));
+}
+
+/** Private memory of `length` bytes aligned for O_DIRECT in `dir`. */
+function alignedPrivateBuffer(dir: string, length: number): Promise<Buffer | undefined> {
+  return alignedView(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
+}
+
+const poolsByDir = new Map<string, Promise<BufferPool | undefined>>();
 
 /** Two aligned staging buffers per directory, probed once; undefined when O_DIRECT is refused. */
-function stagePoolFor(dir: string): Promise<StagePool | undefined> {
+function stagePoolFor(dir: string): Promise<BufferPool | undefined> {
   let p = poolsByDir.get(dir);
   if (!p) {
     p = (async () => {
-      const stages: Stage[] = [];
+      const stages: Buffer[] = [];
       for (let i = 0; i < 2; i++) {
-        const view = await alignedView(dir, Buffer.allocUnsafeSlow(STAGE_BYTES + ALIGN), STAGE_BYTES);
+        const view = await alignedPrivateBuffer(dir, STAGE_BYTES);
         if (!view) return undefined;
-        stages.push({ view });
+        stages.push(view);
       }
-      return new StagePool(stages);
+      return new BufferPool(stages.length, () => Promise.reject(new Error('no more staging buffers')), stages);
     })();
     poolsByDir.set(dir, p);
   }
   return p;
 }
 
+/** Buffers for data that worker threads produce in place and a writer then writes. */
+export function sharedBufferPool(length: number, limit: number, writer?: DirectWriter): BufferPool {
+  return new BufferPool(limit, async () => (await writer?.sharedAlignedBuffer(length)) ?? sharedBuffer(length));
+}
+
 /** Positional writes to one file, through O_DIRECT where possible. */
 export class DirectWriter {
   private constructor(
     readonly fh: fsp.FileHandle,
-    private readonly direct: { fh: fsp.FileHandle; stages: StagePool } | undefined,
+    private readonly dir: string,
+    private readonly direct: { fh: fsp.FileHandle; stages: BufferPool } | undefined,
   ) {}
+
+  /** Memory from sharedAlignedBuffer, with the byte offset of its aligned start. */
+  private readonly alignedAt = new WeakMap<ArrayBufferLike, number>();
 
   /** Opens `file` with `flags` (and a second, O_DIRECT descriptor when the filesystem allows it). */
   static async open(file: string, flags: number, mode = 0o644): Promise<DirectWriter> {
     const fh = await fsp.open(file, flags, mode);
-    const stages = await stagePoolFor(path.dirname(path.resolve(file)));
-    if (!stages) return new DirectWriter(fh, undefined);
+    const dir = path.dirname(path.resolve(file));
+    const stages = await stagePoolFor(dir);
+    if (!stages) return new DirectWriter(fh, dir, undefined);
     const direct = await fsp.open(file, (flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_TRUNC)) | fsc.O_DIRECT).catch(() => undefined);
-    return new DirectWriter(fh, direct && { fh: direct, stages });
+    return new DirectWriter(fh, dir, direct && { fh: direct, stages });
+  }
+
+  /**
+   * Shared memory (worker threads can fill it) whose start suits this writer's O_DIRECT
+   * descriptor: data written from it at 4096-multiple offsets skips the staging copy.
+   * Undefined when this writer has no O_DIRECT descriptor.
+   */
+  async sharedAlignedBuffer(length: number): Promise<Buffer | undefined> {
+    if (!this.direct) return undefined;
+    const view = await alignedView(this.dir, sharedBuffer(length + ALIGN), length);
+    if (view) this.alignedAt.set(view.buffer, view.byteOffset);
+    return view;
   }
 
   /** Writes all of `data` at `position`. */
   async write(data: Uint8Array, position: number): Promise<void> {
     let off = 0;
     if (this.direct && position % ALIGN === 0) {
-      const aligned = data.length - (data.length % ALIGN);
-      while (off < aligned) {
-        const n = Math.min(aligned - off, STAGE_BYTES);
+      const whole = data.length - (data.length % ALIGN);
+      const origin = this.alignedAt.get(data.buffer);
+      if (origin !== undefined && (data.byteOffset - origin) % ALIGN === 0) {
+        await writeFully(this.direct.fh, data.subarray(0, whole), position);
+        off = whole;
+      }
+      while (off < whole) {
+        const n = Math.min(whole - off, STAGE_BYTES);
         const s = await this.direct.stages.acquire();
         try {
-          s.view.set(data.subarray(off, off + n));
-          await writeFully(this.direct.fh, s.view.subarray(0, n), position + off);
+          s.set(data.subarray(off, off + n));
+          await writeFully(this.direct.fh, s.subarray(0, n), position + off);
         } finally {
           this.direct.stages.release(s);
         }

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { ChunkvaultError, ConflictError, IntegrityError, NotFoundError } from '../../src/errors.js';
+import * as zstd from 'zstd-napi';
 import { makeRepo, mixedVolume, type Repo } from '../support/engine-helpers.js';
 
 describe('corrupted repositories are refused, by restore and by verify', () => {
@@ -73,6 +74,14 @@ describe('corrupted repositories are refused, by restore and by verify', () => {
     d[d.length >> 1] ^= 0x40;
     writeFileSync(f, d);
     await refused(fullId, IntegrityError, new RegExp(`object .*-00002 of backup ${fullId}`));
+  });
+
+  it('a zstd object that decompresses to less, or to more, than its metadata length', async () => {
+    const f = file(fullDir, '-00002');
+    writeFileSync(f, zstd.compress(Buffer.alloc(1000, 7)));
+    await refused(fullId, IntegrityError, new RegExp(`object .*-00002 of backup ${fullId} \\(offset \\d+\\): length 1000, metadata says 65536`));
+    writeFileSync(f, zstd.compress(Buffer.alloc(65536 + 1, 7)));
+    await refused(fullId, IntegrityError, new RegExp(`object .*-00002 of backup ${fullId} \\(offset \\d+\\): cannot decompress zstd data`));
   });
 
   it('a truncated object', async () => {
