@@ -8,6 +8,11 @@ export interface Codec {
   readonly algorithm: Algorithm;
   /** The exact bytes Cinder's Python writer produces for `data`. */
   compress(data: Uint8Array): Uint8Array;
+  /**
+   * The same bytes, written into `into`; returns their length, or null when they do not fit
+   * (codecs without it are compressed and copied).
+   */
+  compressInto?(data: Uint8Array, into: Uint8Array): number | null;
   /** Decompresses one object; `length` is the uncompressed length from the metadata. */
   decompress(data: Uint8Array, length: number): Uint8Array;
   /**

@@ -18,12 +18,29 @@ const zlibCodec: Codec = {
 
 const zstdBinding = require('zstd-napi/binding') as typeof import('zstd-napi/binding.js');
 let dctx: InstanceType<typeof zstdBinding.DCtx> | undefined;
+let cctx: InstanceType<typeof zstdBinding.CCtx> | undefined;
+
+function zstdCCtx(): InstanceType<typeof zstdBinding.CCtx> {
+  if (!cctx) {
+    cctx = new zstdBinding.CCtx();
+    cctx.setParameter(zstdBinding.CParameter.compressionLevel, 3);
+  }
+  return cctx;
+}
 
 /** zstd: one frame with the content size in its header, level 3 (python-zstd's default). */
 const zstdCodec: Codec = {
   algorithm: 'zstd',
   compress: (data) => zstd.compress(data, { compressionLevel: 3 }),
   decompress: (data) => zstd.decompress(data),
+  compressInto(data, into) {
+    try {
+      return zstdCCtx().compress2(into, data);
+    } catch (err) {
+      if (/too small/i.test((err as Error).message)) return null;
+      throw err;
+    }
+  },
   decompressInto: (data, into) => (dctx ??= new zstdBinding.DCtx()).decompress(into, data),
 };
 

@@ -15,6 +15,7 @@ import {
   sha256ObjectName,
 } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
+import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { locate, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
@@ -27,6 +28,7 @@ export const DEFAULT_COMPRESSION = 'zstd';
 const GiB = 1024 ** 3;
 const UPLOAD_BYTES = 128 * 1024 * 1024;
 const WORKER_QUEUE_BYTES = 64 * 1024 * 1024;
+const OUTPUT_POOL_BYTES = 128 * 1024 * 1024;
 
 export interface BackupOptions extends ProgressOptions {
   backend: Backend;
@@ -285,9 +287,16 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
       }
     };
 
-    const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number }) => {
+    // Workers compress into shared buffers and objects are stored from them. They are reused
+    // while they are small; a large one would keep resident as much as was ever written to it,
+    // so large chunks get a fresh one each.
+    const nOutputs = maxInflight + maxUploads;
+    const outputs = nOutputs * chunkSize <= OUTPUT_POOL_BYTES ? sharedBufferPool(chunkSize, nOutputs) : undefined;
+
+    const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number; into: Buffer | undefined }) => {
       const r = await chunk.result;
       if (halted) return;
+      const puts: Promise<void>[] = [];
       const usingChunk: Promise<void>[] = [];
       for (const h of r.hashes) hashes.push(h);
       zeroBlocks += r.zeroBlocks;
@@ -308,10 +317,13 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
         );
         quiet(put);
         uploads.add(put);
+        puts.push(put);
         if (ext.data.buffer === r.chunk.buffer) usingChunk.push(put);
       }
-      if (usingChunk.length) quiet(Promise.all(usingChunk).then(() => giveBack(r.chunk)));
+      // Each buffer is reused once every object stored from it is written.
+      if (usingChunk.length) void Promise.allSettled(usingChunk).then(() => giveBack(r.chunk));
       else giveBack(r.chunk);
+      if (outputs && chunk.into) void Promise.allSettled(puts).then(() => outputs.release(chunk.into!));
       progress.add(chunk.length, r.extents.length);
     };
 
@@ -339,9 +351,11 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
           ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
           : null;
         const length = data.length; // before the buffer moves to a worker thread
+        const into = await outputs?.acquire();
         const chunk = {
-          result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression })),
+          result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression, into })),
           length,
+          into,
         };
         commits = quiet(commits.then(() => commit(chunk)));
         uncommitted.push(commits);

@@ -17,6 +17,13 @@ export interface BackupChunkJob {
   parentHashes: (string | undefined)[] | null;
   /** Label to record when compression helps ("none" disables it). */
   compression: string;
+  /**
+   * Where compressed extents go, one after another: shared memory of at least the chunk's
+   * length, reused by the caller once the extents are stored. Absent: each goes to new memory
+   * that moves to the caller (large chunks: a reused buffer would keep resident as much as
+   * was ever written to it).
+   */
+  into?: Uint8Array;
 }
 
 export interface StoredExtent {
@@ -24,6 +31,7 @@ export interface StoredExtent {
   length: number;
   md5: string;
   compression: string;
+  /** A view of the job's chunk (stored raw) or of its `into` (compressed). */
   data: Uint8Array;
 }
 
@@ -96,34 +104,50 @@ const md5 = (data: Uint8Array): string => createHash('md5').update(data).digest(
  * ArrayBuffer, else copied once (a view into a larger or shared allocation, such as zlib's
  * or the wasm codec's, would otherwise be cloned, with everything around it).
  */
-function movable(data: Uint8Array, input: Uint8Array): Uint8Array {
-  if (data === input) return data;
+function movable(data: Uint8Array): Uint8Array {
   if (data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) return data;
-  const owned = new Uint8Array(data.length);
-  owned.set(data);
-  return owned;
+  return data.slice();
 }
 
-/** Cinder's `_prepare_output_data`: compress, but store raw and label `none` unless it shrinks. */
-async function prepareOutput(data: Uint8Array, label: string): Promise<{ compression: string; data: Uint8Array }> {
+type Output = { compression: string; data: Uint8Array };
+
+/**
+ * Cinder's `_prepare_output_data`: compress, but store raw and label `none` unless it shrinks.
+ * With `space` (at least `data.length` bytes), the compressed bytes go to its start; without,
+ * to new memory.
+ */
+async function prepareOutput(data: Uint8Array, label: string, space: Uint8Array | undefined): Promise<Output> {
   const algorithm: Algorithm | null = algorithmForLabel(label);
   if (algorithm === null) return { compression: 'none', data };
-  const compressed = (await loadCodec(algorithm)).compress(data);
+  const codec = await loadCodec(algorithm);
+  if (space && codec.compressInto) {
+    // Only output shorter than the input is kept: give it one byte less room.
+    const room = space.subarray(0, data.length - 1);
+    const length = data.length > 1 ? codec.compressInto(data, room) : null;
+    return length === null ? { compression: 'none', data } : { compression: label, data: room.subarray(0, length) };
+  }
+  const compressed = codec.compress(data);
   if (compressed.length >= data.length) return { compression: 'none', data };
-  return { compression: label, data: movable(compressed, data) };
+  return { compression: label, data: space ? place(compressed, space) : movable(compressed) };
 }
 
-const zeroOutputs = new Map<string, { compression: string; data?: Uint8Array }>();
+function place(bytes: Uint8Array, space: Uint8Array): Uint8Array {
+  space.set(bytes);
+  return space.subarray(0, bytes.length);
+}
+
+const zeroOutputs = new Map<string, Output | { compression: 'none' }>();
 /** Compressing zeros gives the same bytes every time: do it once per (label, length). */
-async function prepareZeroOutput(data: Uint8Array, label: string): Promise<{ compression: string; data: Uint8Array }> {
+async function prepareZeroOutput(data: Uint8Array, label: string, space: Uint8Array | undefined): Promise<Output> {
   const key = `${label}:${data.length}`;
   let out = zeroOutputs.get(key);
   if (out === undefined) {
-    const prepared = await prepareOutput(new Uint8Array(data.length), label);
+    const prepared = await prepareOutput(new Uint8Array(data.length), label, undefined);
     out = prepared.compression === 'none' ? { compression: 'none' } : prepared;
     zeroOutputs.set(key, out);
   }
-  return out.data ? { compression: out.compression, data: out.data.slice() } : { compression: 'none', data };
+  if (!('data' in out)) return { compression: 'none', data };
+  return { compression: out.compression, data: space ? place(out.data, space) : out.data.slice() };
 }
 
 interface Run {
@@ -179,6 +203,7 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
     }
   }
   const extents: StoredExtent[] = [];
+  let used = 0; // bytes of job.into taken by earlier extents (each less than its raw length)
   for (const r of runs) {
     const bytes = data.subarray(r.from, r.to);
     let digest: string;
@@ -188,7 +213,9 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
       feedZeros(r);
       digest = r.md5.digest('hex');
     }
-    const out = r.allZero ? await prepareZeroOutput(bytes, job.compression) : await prepareOutput(bytes, job.compression);
+    const space = job.into?.subarray(used);
+    const out = r.allZero ? await prepareZeroOutput(bytes, job.compression, space) : await prepareOutput(bytes, job.compression, space);
+    if (out.data !== bytes) used += out.data.length;
     extents.push({ offset: job.offset + r.from, length: bytes.length, md5: digest, ...out });
   }
   return { chunk: job.data, hashes, extents, zeroBlocks };

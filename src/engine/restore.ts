@@ -15,7 +15,8 @@ import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { blockDeviceSize } from './source.js';
 import { WorkerPool } from './worker-pool.js';
-import { DirectWriter, sharedBufferPool } from '../io/direct-writer.js';
+import { sharedBufferPool } from '../io/buffer-pool.js';
+import { DirectWriter } from '../io/direct-writer.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 
@@ -253,7 +254,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
     const depth = Math.max(1, Math.min(pool.size * 8, Math.floor(IN_FLIGHT_BYTES / (2 * largest))));
     // Workers decompress into these and the writer writes from them: made once, reused.
-    const buffers = sharedBufferPool(largest, depth, out?.out);
+    const buffers = sharedBufferPool(largest, depth, out && ((n) => out.out.sharedAlignedBuffer(n)));
     const handle = async (read: RestorePlan['reads'][number]) => {
       const into = await buffers.acquire();
       try {

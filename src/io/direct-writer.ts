@@ -8,6 +8,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { BufferPool, sharedBuffer } from './buffer-pool.js';
 
 const ALIGN = 4096;
 const STAGE_BYTES = 8 * 1024 * 1024;
@@ -35,44 +36,6 @@ async function alignedView(dir: string, raw: Buffer, length: number): Promise<Bu
   }
 }
 
-/**
- * Reusable buffers lent one at a time: made on demand up to `limit`, then a caller waits
- * for one to come back. Memory stays bounded and is not reallocated (or faulted in) again.
- */
-export class BufferPool {
-  private readonly free: Buffer[] = [];
-  private readonly waiting: ((b: Buffer) => void)[] = [];
-  private made: number;
-  constructor(private readonly limit: number, private readonly make: () => Promise<Buffer>, initial: Buffer[] = []) {
-    this.free.push(...initial);
-    this.made = initial.length;
-  }
-
-  async acquire(): Promise<Buffer> {
-    const b = this.free.pop();
-    if (b) return b;
-    if (this.made < this.limit) {
-      this.made++;
-      return this.make().catch((err: unknown) => {
-        this.made--;
-        throw err;
-      });
-    }
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  release(b: Buffer): void {
-    const next = this.waiting.shift();
-    if (next) next(b);
-    else this.free.push(b);
-  }
-}
-
-/** Memory that worker threads can fill in place (a view of a SharedArrayBuffer). */
-function sharedBuffer(length: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(length));
-}
-
 /** Private memory of `length` bytes aligned for O_DIRECT in `dir`. */
 function alignedPrivateBuffer(dir: string, length: number): Promise<Buffer | undefined> {
   return alignedView(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
@@ -96,11 +59,6 @@ function stagePoolFor(dir: string): Promise<BufferPool | undefined> {
     poolsByDir.set(dir, p);
   }
   return p;
-}
-
-/** Buffers for data that worker threads produce in place and a writer then writes. */
-export function sharedBufferPool(length: number, limit: number, writer?: DirectWriter): BufferPool {
-  return new BufferPool(limit, async () => (await writer?.sharedAlignedBuffer(length)) ?? sharedBuffer(length));
 }
 
 /** Positional writes to one file, through O_DIRECT where possible. */

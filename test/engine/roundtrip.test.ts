@@ -47,6 +47,26 @@ describe('backup/restore round trips', () => {
     });
   }
 
+  for (const compression of ['zstd', 'zlib']) {
+    it(`chunks too large for reused output buffers (64 MiB), ${compression}: compressed, raw and zero extents`, async () => {
+      // 3 MiB: compressible and random stretches, zeros; the incremental stores all three kinds.
+      const v = mixedVolume(3 * 1024 * 1024);
+      v.fill(0, 2 * 1024 * 1024, 2 * 1024 * 1024 + 256 * 1024);
+      const w = Buffer.from(v);
+      pseudoRandom(40_960, 3).copy(w, 4096); // whole blocks of random data: stored raw
+      w.fill(0x41, 1_500_000, 1_600_000);
+      w.fill(0, 2_949_120, 2_949_120 + 65_536); // random data zeroed: an all-zero extent
+      const ids = await chain(`large-chunks-${compression}`, [v, w], { chunkSize: 64 * 1024 * 1024, compression });
+      const labels = new Set<string>();
+      for (const id of ids) {
+        const dir = path.join(repo.dir, 'repo', id.slice(0, 2), id.slice(2, 4), id);
+        const meta = JSON.parse(readFileSync(path.join(dir, readdirSync(dir).find((f) => f.endsWith('_metadata'))!), 'utf8'));
+        for (const o of meta.objects) for (const k of Object.keys(o)) labels.add(o[k].compression);
+      }
+      assert.deepEqual([...labels].sort(), ['none', compression].sort(), 'both compressed and raw objects were written');
+    });
+  }
+
   it('a chain of several incrementals, each restoring its own state', async () => {
     const versions = [mixedVolume(600 * 1024)];
     for (let i = 1; i < 5; i++) {
