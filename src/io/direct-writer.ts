@@ -41,11 +41,16 @@ function alignedPrivateBuffer(dir: string, length: number): Promise<Buffer | und
   return alignedView(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
 }
 
-const poolsByDir = new Map<string, Promise<BufferPool | undefined>>();
+const poolsByDevice = new Map<number, Promise<BufferPool | undefined>>();
 
-/** Two aligned staging buffers per directory, probed once; undefined when O_DIRECT is refused. */
-function stagePoolFor(dir: string): Promise<BufferPool | undefined> {
-  let p = poolsByDir.get(dir);
+/**
+ * Two aligned staging buffers per filesystem (alignment is a property of the device), probed
+ * once in the first directory seen on it; undefined when O_DIRECT is refused. Keyed by device,
+ * not directory: every backup writes its own directory, and a long-running process must not
+ * keep buffers for each.
+ */
+async function stagePoolFor(dir: string, device: number): Promise<BufferPool | undefined> {
+  let p = poolsByDevice.get(device);
   if (!p) {
     p = (async () => {
       const stages: Buffer[] = [];
@@ -56,9 +61,14 @@ function stagePoolFor(dir: string): Promise<BufferPool | undefined> {
       }
       return new BufferPool(stages.length, () => Promise.reject(new Error('no more staging buffers')), stages);
     })();
-    poolsByDir.set(dir, p);
+    poolsByDevice.set(device, p);
   }
   return p;
+}
+
+/** How many filesystems have staging buffers (for tests). */
+export function stagePoolCount(): number {
+  return poolsByDevice.size;
 }
 
 /** Positional writes to one file, through O_DIRECT where possible. */
@@ -76,7 +86,7 @@ export class DirectWriter {
   static async open(file: string, flags: number, mode = 0o644): Promise<DirectWriter> {
     const fh = await fsp.open(file, flags, mode);
     const dir = path.dirname(path.resolve(file));
-    const stages = await stagePoolFor(dir);
+    const stages = await stagePoolFor(dir, (await fh.stat()).dev);
     if (!stages) return new DirectWriter(fh, dir, undefined);
     const direct = await fsp.open(file, (flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_TRUNC)) | fsc.O_DIRECT).catch(() => undefined);
     return new DirectWriter(fh, dir, direct && { fh: direct, stages });

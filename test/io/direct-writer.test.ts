@@ -9,7 +9,7 @@ import { constants as fsc, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DirectWriter } from '../../src/io/direct-writer.js';
+import { DirectWriter, stagePoolCount } from '../../src/io/direct-writer.js';
 
 const dirs: string[] = [];
 function scratch(parent: string): string {
@@ -49,6 +49,13 @@ describe('DirectWriter', () => {
     // The temp directory is on a disk filesystem here and in CI (ext4), which takes O_DIRECT.
     const { aligned } = await roundTrip(scratch(local), true);
     assert.equal(aligned, true, 'an O_DIRECT-capable filesystem gets aligned shared memory');
+  });
+
+  it('keeps staging buffers per filesystem, not per directory', async () => {
+    await roundTrip(scratch(local), false);
+    const before = stagePoolCount();
+    for (let i = 0; i < 5; i++) await roundTrip(scratch(local), false);
+    assert.equal(stagePoolCount(), before, 'five more directories on the same filesystem add no buffers');
   });
 
   it('writes exactly on tmpfs too', async () => {
