@@ -278,14 +278,9 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     let offset = 0;
     let block = 0;
 
-    // Chunk buffers circulate (reader -> worker -> store -> reader) instead of piling up as garbage.
-    const free: Buffer[] = [];
-    const takeBuffer = () => free.pop() ?? Buffer.allocUnsafeSlow(chunkSize);
-    const giveBack = (chunk: Uint8Array) => {
-      if (chunk.byteOffset === 0 && chunk.buffer.byteLength === chunkSize && free.length < maxInflight + maxUploads) {
-        free.push(Buffer.from(chunk.buffer, 0, chunkSize));
-      }
-    };
+    // Chunk buffers circulate (reader -> worker -> store -> reader) instead of piling up as
+    // garbage: one being read, those at the workers, those whose raw extents are being stored.
+    const chunks = sharedBufferPool(chunkSize, maxInflight + maxUploads + 1, (n) => o.source.buffer(n));
 
     // Workers compress into shared buffers and objects are stored from them. They are reused
     // while they are small; a large one would keep resident as much as was ever written to it,
@@ -293,7 +288,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     const nOutputs = maxInflight + maxUploads;
     const outputs = nOutputs * chunkSize <= OUTPUT_POOL_BYTES ? sharedBufferPool(chunkSize, nOutputs) : undefined;
 
-    const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number; into: Buffer | undefined }) => {
+    const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number; buffer: Buffer; into: Buffer | undefined }) => {
       const r = await chunk.result;
       if (halted) return;
       const puts: Promise<void>[] = [];
@@ -318,11 +313,11 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
         quiet(put);
         uploads.add(put);
         puts.push(put);
-        if (ext.data.buffer === r.chunk.buffer) usingChunk.push(put);
+        if (ext.compression === 'none') usingChunk.push(put); // stored raw: a view of the chunk
       }
       // Each buffer is reused once every object stored from it is written.
-      if (usingChunk.length) void Promise.allSettled(usingChunk).then(() => giveBack(r.chunk));
-      else giveBack(r.chunk);
+      if (usingChunk.length) void Promise.allSettled(usingChunk).then(() => chunks.release(chunk.buffer));
+      else chunks.release(chunk.buffer);
       if (outputs && chunk.into) void Promise.allSettled(puts).then(() => outputs.release(chunk.into!));
       progress.add(chunk.length, r.extents.length);
     };
@@ -344,17 +339,19 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     async function readChunks() {
       for (;;) {
         signal.throwIfAborted();
-        const data = await untilAborted(o.source.read(takeBuffer()), signal);
+        const buffer = await chunks.acquire();
+        const data = await untilAborted(o.source.read(buffer), signal);
         if (data.length === 0) break;
         const nBlocks = Math.ceil(data.length / shaBlockSize);
         const parentHashes = parentSha
           ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
           : null;
-        const length = data.length; // before the buffer moves to a worker thread
+        const length = data.length;
         const into = await outputs?.acquire();
         const chunk = {
           result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression, into })),
           length,
+          buffer,
           into,
         };
         commits = quiet(commits.then(() => commit(chunk)));

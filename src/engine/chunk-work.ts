@@ -36,8 +36,6 @@ export interface StoredExtent {
 }
 
 export interface BackupChunkResult {
-  /** The job's chunk buffer, handed back for reuse (extents stored raw are views of it). */
-  chunk: Uint8Array;
   hashes: string[];
   extents: StoredExtent[];
   zeroBlocks: number;
@@ -218,7 +216,7 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
     if (out.data !== bytes) used += out.data.length;
     extents.push({ offset: job.offset + r.from, length: bytes.length, md5: digest, ...out });
   }
-  return { chunk: job.data, hashes, extents, zeroBlocks };
+  return { hashes, extents, zeroBlocks };
 }
 
 /**

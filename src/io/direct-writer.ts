@@ -8,26 +8,19 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { ALIGN, AlignedMemory, alignedView } from './aligned.js';
 import { BufferPool, sharedBuffer } from './buffer-pool.js';
 
-const ALIGN = 4096;
 const STAGE_BYTES = 8 * 1024 * 1024;
 
-/** Finds, by trial writes to a scratch file, the offset at which `raw` is aligned for O_DIRECT. */
-async function alignedView(dir: string, raw: Buffer, length: number): Promise<Buffer | undefined> {
+/** Finds, by trial writes to a scratch file in `dir`, the aligned start of `raw`. */
+async function alignedForWrites(dir: string, raw: Buffer, length: number): Promise<Buffer | undefined> {
   const scratch = path.join(dir, `.chunkvault-tmp-probe-${randomBytes(6).toString('hex')}`);
   let fh: fsp.FileHandle | undefined;
   try {
     fh = await fsp.open(scratch, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
-    for (let off = 0; off < ALIGN; off += 16) {
-      try {
-        await fh.write(raw, off, ALIGN, 0);
-        return raw.subarray(off, off + length);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') return undefined;
-      }
-    }
-    return undefined;
+    const probe = fh;
+    return await alignedView(raw, length, async (view) => void (await probe.write(view, 0, ALIGN, 0)));
   } catch {
     return undefined;
   } finally {
@@ -38,7 +31,7 @@ async function alignedView(dir: string, raw: Buffer, length: number): Promise<Bu
 
 /** Private memory of `length` bytes aligned for O_DIRECT in `dir`. */
 function alignedPrivateBuffer(dir: string, length: number): Promise<Buffer | undefined> {
-  return alignedView(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
+  return alignedForWrites(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
 }
 
 const poolsByDevice = new Map<number, Promise<BufferPool | undefined>>();
@@ -79,8 +72,8 @@ export class DirectWriter {
     private readonly direct: { fh: fsp.FileHandle; stages: BufferPool } | undefined,
   ) {}
 
-  /** Memory from sharedAlignedBuffer, with the byte offset of its aligned start. */
-  private readonly alignedAt = new WeakMap<ArrayBufferLike, number>();
+  /** Memory from sharedAlignedBuffer. */
+  private readonly aligned = new AlignedMemory();
 
   /** Opens `file` with `flags` (and a second, O_DIRECT descriptor when the filesystem allows it). */
   static async open(file: string, flags: number, mode = 0o644): Promise<DirectWriter> {
@@ -99,9 +92,8 @@ export class DirectWriter {
    */
   async sharedAlignedBuffer(length: number): Promise<Buffer | undefined> {
     if (!this.direct) return undefined;
-    const view = await alignedView(this.dir, sharedBuffer(length + ALIGN), length);
-    if (view) this.alignedAt.set(view.buffer, view.byteOffset);
-    return view;
+    const view = await alignedForWrites(this.dir, sharedBuffer(length + ALIGN), length);
+    return view && this.aligned.add(view);
   }
 
   /** Writes all of `data` at `position`. */
@@ -109,8 +101,7 @@ export class DirectWriter {
     let off = 0;
     if (this.direct && position % ALIGN === 0) {
       const whole = data.length - (data.length % ALIGN);
-      const origin = this.alignedAt.get(data.buffer);
-      if (origin !== undefined && (data.byteOffset - origin) % ALIGN === 0) {
+      if (this.aligned.isAligned(data)) {
         await writeFully(this.direct.fh, data.subarray(0, whole), position);
         off = whole;
       }
