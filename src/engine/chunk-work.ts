@@ -66,6 +66,11 @@ export interface RestoreObjectJob {
    * the caller): it stays there, nothing is sent back but the zero flags.
    */
   into: Uint8Array;
+  /**
+   * The caller writes zero blocks too (into an existing file or device, where holes would
+   * leave old bytes): an all-zero object must still fill `into`.
+   */
+  fillZeros: boolean;
 }
 
 export interface RestoreObjectResult {
@@ -134,18 +139,41 @@ function place(bytes: Uint8Array, space: Uint8Array): Uint8Array {
   return space.subarray(0, bytes.length);
 }
 
-const zeroOutputs = new Map<string, Output | { compression: 'none' }>();
-/** Compressing zeros gives the same bytes every time: do it once per (label, length). */
-async function prepareZeroOutput(data: Uint8Array, label: string, space: Uint8Array | undefined): Promise<Output> {
-  const key = `${label}:${data.length}`;
+const zeroOutputs = new Map<string, Uint8Array | null>();
+/**
+ * How `length` zero bytes are stored with `algorithm` (null: stored raw, compression does not
+ * shrink them). Compressing zeros gives the same bytes every time: done once per length.
+ */
+async function storedZeros(algorithm: Algorithm, length: number): Promise<Uint8Array | null> {
+  const key = `${algorithm}:${length}`;
   let out = zeroOutputs.get(key);
   if (out === undefined) {
-    const prepared = await prepareOutput(new Uint8Array(data.length), label, undefined);
-    out = prepared.compression === 'none' ? { compression: 'none' } : prepared;
+    const prepared = await prepareOutput(new Uint8Array(length), algorithm, undefined);
+    out = prepared.compression === 'none' ? null : prepared.data;
     zeroOutputs.set(key, out);
   }
-  if (!('data' in out)) return { compression: 'none', data };
-  return { compression: out.compression, data: space ? place(out.data, space) : out.data.slice() };
+  return out;
+}
+
+/** prepareOutput for an all-zero extent, from the cache. */
+async function prepareZeroOutput(data: Uint8Array, label: string, space: Uint8Array | undefined): Promise<Output> {
+  const algorithm = algorithmForLabel(label);
+  const out = algorithm === null ? null : await storedZeros(algorithm, data.length);
+  if (out === null) return { compression: 'none', data };
+  return { compression: label, data: space ? place(out, space) : out.slice() };
+}
+
+/**
+ * Whether an object's stored bytes are exactly those of `length` zeros: then it needs no
+ * decompression and no hashing (byte identity is a stronger check than its MD5). Only
+ * objects that compressed more than 512:1 are compared, so no large run of zeros is
+ * compressed just to find out.
+ */
+async function isStoredZeros(data: Uint8Array, algorithm: Algorithm | null, length: number): Promise<boolean> {
+  if (algorithm === null) return data.length === length && isAllZero(data);
+  if (data.length * 512 > length) return false;
+  const zeros = await storedZeros(algorithm, length);
+  return zeros !== null && Buffer.compare(zeros, data) === 0;
 }
 
 interface Run {
@@ -235,8 +263,11 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
       );
     }
   })();
-  const data = await placeObject(job, algorithm);
-  const digest = isAllZero(data) ? digestOfZeros('md5', data.length) : md5(data);
+  // An all-zero object (free space) is recognised by its stored bytes: nothing to expand or hash.
+  const zeros = await isStoredZeros(job.data, algorithm, job.length);
+  if (zeros && job.fillZeros) job.into.fill(0, 0, job.length);
+  const data = zeros ? null : await placeObject(job, algorithm);
+  const digest = !data || isAllZero(data) ? digestOfZeros('md5', job.length) : md5(data);
   if (digest !== job.md5) {
     throw new IntegrityError(
       `object ${job.name} of backup ${job.backupId} (offset ${job.offset}): MD5 ${digest} does not match metadata ${job.md5}`,
@@ -249,16 +280,16 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
     for (let i = 0; i < run.count; i++, k++) {
       const volOff = (run.block + i) * job.blockSize;
       const end = Math.min(volOff + job.blockSize, job.volumeBytes);
-      const block = data.subarray(volOff - job.offset, end - job.offset);
-      if (block.length !== end - volOff) {
+      if (volOff < job.offset || end - job.offset > job.length) {
         throw new IntegrityError(
           `object ${job.name} of backup ${job.backupId} does not cover volume offset ${volOff}`,
           { ...where, offset: volOff },
         );
       }
-      const z = isAllZero(block);
+      const block = data?.subarray(volOff - job.offset, end - job.offset);
+      const z = !block || isAllZero(block);
       zero[k] = z ? 1 : 0;
-      const h = z ? digestOfZeros('sha256', block.length) : sha256(block);
+      const h = z ? digestOfZeros('sha256', end - volOff) : sha256(block);
       if (h !== run.hashes[i]) {
         throw new IntegrityError(
           `block at volume offset ${volOff} (object ${job.name} of backup ${job.backupId}): SHA-256 ${h} does not match the sha256file (${run.hashes[i]})`,

@@ -268,6 +268,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       const r = await pool.run({
         kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
         offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs, into,
+        fillZeros: out !== undefined && !out.sparse,
       });
       const sparse = out?.sparse ?? true;
       let first = 0; // index of this run's first block in r.zero

@@ -84,6 +84,11 @@ describe('corrupted repositories are refused, by restore and by verify', () => {
     await refused(fullId, IntegrityError, new RegExp(`object .*-00002 of backup ${fullId} \\(offset \\d+\\): cannot decompress zstd data`));
   });
 
+  it('a data object replaced by a valid object of zeros (recognised without decompressing, still checked)', async () => {
+    writeFileSync(file(fullDir, '-00002'), zstd.compress(Buffer.alloc(65536), { compressionLevel: 3 }));
+    await refused(fullId, IntegrityError, new RegExp(`object .*-00002 of backup ${fullId} \\(offset \\d+\\): MD5 [0-9a-f]{32} does not match metadata`));
+  });
+
   it('a truncated object', async () => {
     truncateSync(file(incrDir, '-00001'), 1000);
     await refused(incrId, IntegrityError, /-00001 of backup .*length 1000, metadata says/);

@@ -129,6 +129,15 @@ describe('backup/restore round trips', () => {
     assert.ok((await restore(id!, { target, toExisting: true })).equals(v));
   });
 
+  it('--to-existing writes the zeros of all-zero objects restored into reused buffers', async () => {
+    // 12 data chunks, then 4 zero chunks: more objects than buffers in flight, so the zero
+    // objects land in buffers that held data; a new (sparse) file and an existing one.
+    const v = Buffer.concat([pseudoRandom(12 * 64 * 1024, 21), Buffer.alloc(4 * 64 * 1024)]);
+    const [id] = await chain('zero-objects', [v]);
+    const target = repo.file('garbage-zero.img', pseudoRandom(v.length, 22));
+    assert.ok((await restore(id!, { target, toExisting: true })).equals(v));
+  });
+
   it('refuses to overwrite an existing target unless asked, and leaves it alone', async () => {
     const [id] = await chain('no-clobber', [mixedVolume(50 * 1024)]);
     const target = repo.file('keep.img', Buffer.from('precious'));
