@@ -29,6 +29,8 @@ const GiB = 1024 ** 3;
 const UPLOAD_BYTES = 128 * 1024 * 1024;
 const WORKER_QUEUE_BYTES = 64 * 1024 * 1024;
 const OUTPUT_POOL_BYTES = 128 * 1024 * 1024;
+const READ_AHEAD = 4;
+const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
 export interface BackupOptions extends ProgressOptions {
   backend: Backend;
@@ -280,7 +282,19 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 
     // Chunk buffers circulate (reader -> worker -> store -> reader) instead of piling up as
     // garbage: one being read, those at the workers, those whose raw extents are being stored.
-    const chunks = sharedBufferPool(chunkSize, maxInflight + maxUploads + 1, (n) => o.source.buffer(n));
+    // Reads run ahead of the workers, several at once where the source allows it (a disk serves
+    // a few parallel requests faster than one at a time); they start in volume order.
+    const readAhead = o.source.parallelReads ? Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / chunkSize))) : 1;
+    const chunks = sharedBufferPool(chunkSize, maxInflight + maxUploads + readAhead, (n) => o.source.buffer(n));
+    let issued: Promise<unknown> = Promise.resolve();
+    const startRead = (): Promise<{ buffer: Buffer; data: Buffer }> => {
+      const started = issued.then(async () => {
+        const buffer = await chunks.acquire();
+        return { buffer, reading: o.source.read(buffer) };
+      });
+      issued = started.catch(() => {});
+      return started.then(async ({ buffer, reading }) => ({ buffer, data: await reading }));
+    };
 
     // Workers compress into shared buffers and objects are stored from them. They are reused
     // while they are small; a large one would keep resident as much as was ever written to it,
@@ -337,10 +351,11 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
 
     async function readChunks() {
+      const ahead: Promise<{ buffer: Buffer; data: Buffer }>[] = [];
       for (;;) {
         signal.throwIfAborted();
-        const buffer = await chunks.acquire();
-        const data = await untilAborted(o.source.read(buffer), signal);
+        while (ahead.length < readAhead) ahead.push(quiet(startRead()));
+        const { buffer, data } = await untilAborted(ahead.shift()!, signal);
         if (data.length === 0) break;
         const nBlocks = Math.ceil(data.length / shaBlockSize);
         const parentHashes = parentSha

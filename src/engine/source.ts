@@ -19,6 +19,11 @@ export interface VolumeSource {
    */
   read(into: Buffer): Promise<Buffer>;
   /**
+   * Whether several reads may be in flight at once: each call then takes the next part of the
+   * volume in call order (files and devices; not streams).
+   */
+  readonly parallelReads: boolean;
+  /**
    * Memory of `length` bytes this source reads into fastest (aligned for O_DIRECT where the
    * source is read that way), shared so that worker threads can use it in place.
    */
@@ -67,14 +72,17 @@ class FileSource implements VolumeSource {
     return sharedBuffer(length);
   }
 
+  readonly parallelReads = true;
+
   async read(buf: Buffer): Promise<Buffer> {
     const length = buf.length;
+    const start = this.position; // taken now: reads in flight together fill consecutive parts
+    this.position += length;
     let filled = 0;
     while (filled < length) {
-      const bytesRead = await this.readAt(buf.subarray(filled), this.position);
+      const bytesRead = await this.readAt(buf.subarray(filled), start + filled);
       if (bytesRead === 0) break;
       filled += bytesRead;
-      this.position += bytesRead;
     }
     return filled === length ? buf : buf.subarray(0, filled);
   }
@@ -102,6 +110,7 @@ class FileSource implements VolumeSource {
 /** Reads a stream (stdin, pipe) into whole chunks: pipes return short reads. */
 class StreamSource implements VolumeSource {
   readonly size = undefined;
+  readonly parallelReads = false;
   private readonly iterator: AsyncIterator<Buffer>;
   private pending: Buffer | undefined;
   private done = false;

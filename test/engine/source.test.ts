@@ -59,11 +59,25 @@ describe('file sources', () => {
     }
   });
 
+  it('reads in flight together fill consecutive chunks in call order', async () => {
+    const data = pseudoRandom(5 * 65536 + 1000, 5);
+    const file = path.join(dir, 'parallel.img');
+    writeFileSync(file, data);
+    const src = await openSource(file);
+    assert.equal(src.parallelReads, true);
+    const buffers = await Promise.all(Array.from({ length: 8 }, () => src.buffer(65536)));
+    const got = await Promise.all(buffers.map((b) => src.read(b)));
+    await src.close();
+    assert.deepEqual(got.map((g) => g.length), [65536, 65536, 65536, 65536, 65536, 1000, 0, 0]);
+    assert.ok(Buffer.concat(got).equals(data));
+  });
+
   it('stdin and pipes fill whole chunks from short reads', async () => {
     const data = pseudoRandom(300_000, 9);
     const pieces = Array.from({ length: 30 }, (_, i) => data.subarray(i * 10_000, (i + 1) * 10_000));
     const src = await openSource('-', Readable.from(pieces));
     assert.equal(src.size, undefined);
+    assert.equal(src.parallelReads, false, 'a stream is read one chunk at a time');
     const buffers: Buffer[] = [];
     const got = await readAll(src, 65536, async () => {
       const b = await src.buffer(65536);
