@@ -61,3 +61,11 @@ export interface BackendStats {
 export function retriesSoFar(backend: Backend): number {
   return (backend as { stats?: BackendStats }).stats?.retries ?? 0;
 }
+
+/**
+ * `data` in memory of its own. Objects may be views of shared memory that worker threads
+ * fill and that is reused once the write returns; HTTP clients refuse shared memory.
+ */
+export function ownMemory(data: Uint8Array): Uint8Array {
+  return data.buffer instanceof SharedArrayBuffer ? new Uint8Array(data) : data;
+}

@@ -3,7 +3,7 @@ import {
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { TransientBackendError } from '../errors.js';
-import type { Backend, CallOptions } from './backend.js';
+import { ownMemory, type Backend, type CallOptions } from './backend.js';
 import { classifyFailure, md5, withDeadline } from './faults.js';
 
 export interface S3Options {
@@ -104,7 +104,7 @@ export class S3Backend implements Backend {
   async put(bucket: string, key: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
     await this.call('PUT', { container: bucket, object: key }, opts, (abortSignal) =>
       this.client.send(new PutObjectCommand({
-        Bucket: bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5(data).toString('base64'),
+        Bucket: bucket, Key: key, Body: ownMemory(data), ContentLength: data.length, ContentMD5: md5(data).toString('base64'),
       }), { abortSignal }),
     );
   }

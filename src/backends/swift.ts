@@ -1,5 +1,5 @@
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
-import type { Backend, CallOptions } from './backend.js';
+import { ownMemory, type Backend, type CallOptions } from './backend.js';
 import { classifyFailure, md5, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
@@ -226,7 +226,7 @@ export class SwiftBackend implements Backend {
     const etag = md5(data).toString('hex');
     const ctx = { container, object: name };
     const stored = await this.request('PUT', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {
-      body: data, headers: { etag, 'content-type': 'application/octet-stream' },
+      body: ownMemory(data), headers: { etag, 'content-type': 'application/octet-stream' },
     }, (r) => discard(r).then(() => r.headers.get('etag')?.replace(/"/g, '')));
     if (stored !== etag) {
       throw new BackendError(`swift PUT ${container}/${name}: the server stored ETag ${stored}, expected ${etag}`, ctx);

@@ -59,7 +59,8 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     const failed = await svc.until(`/v1/jobs/${job.id}`, (b) => b.job.status !== 'running', 60_000);
     assert.equal(failed.job.status, 'failed');
     assert.match(failed.job.error, /lease expired/);
-    const rec = (await svc.request('GET', `/v1/backups/${id}`)).body.backup;
+    // The job is reaped first; the reaper then removes what it wrote and marks the backup.
+    const rec = (await svc.until(`/v1/backups/${id}`, (b) => b.backup.status !== 'creating', 30_000)).backup;
     assert.equal(rec.status, 'error');
     assert.match(rec.fail_reason, /lease expired.*partial object\(s\) removed/);
     assert.deepEqual(await objectsUnder(backend, catalog, id), [], 'no partial backup is left in the repository');
