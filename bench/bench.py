@@ -198,13 +198,22 @@ def main():
         if shutil.which('borg'):
             tools += [borg_tool('borg lz4', ['--compression', 'lz4']), borg_tool('borg zstd,3', ['--compression', 'zstd,3']),
                       borg_tool('borg lz4 fixed 4 MiB', ['--compression', 'lz4', '--chunker-params', 'fixed,4194304'])]
-    results = {'machine': machine(), 'image_bytes': os.path.getsize(images['vol']), 'tools': {}, 'ceilings': ceilings(images['vol'])}
+    results = {'machine': machine(), 'image_bytes': os.path.getsize(images['vol']), 'tools': {}}
+    # Rounds: every tool (and every ceiling) once per round, so that a shared machine's slow
+    # spells weigh on all of them alike; medians over the rounds.
+    runs = {tool.name: [] for tool in tools}
+    ceiling_runs = []
+    for i in range(RUNS):
+        print(f'[bench] round {i + 1}/{RUNS}: ceilings', file=sys.stderr, flush=True)
+        ceiling_runs.append(ceilings(images['vol']))
+        for tool in tools:
+            print(f'[bench] round {i + 1}/{RUNS}: {tool.name}', file=sys.stderr, flush=True)
+            runs[tool.name].append(run_tool(tool, images, os.path.join(WORK, 'run')))
     for tool in tools:
-        runs = []
-        for i in range(RUNS):
-            print(f'[bench] {tool.name} run {i + 1}/{RUNS}', file=sys.stderr, flush=True)
-            runs.append(run_tool(tool, images, os.path.join(WORK, 'run')))
-        results['tools'][tool.name] = median_steps(runs)
+        results['tools'][tool.name] = median_steps(runs[tool.name])
+    results['ceilings'] = {name: {k: statistics.median(c[name][k] for c in ceiling_runs) for k in ('wall', 'cpu')}
+                           for name in ceiling_runs[0]}
+    results['walls'] = {name: {step: [round(r[step]['wall'], 2) for r in rs] for step in rs[0]} for name, rs in runs.items()}
     if os.environ.get('BENCH_SERVICE') != '0':
         print('[bench] service load test', file=sys.stderr, flush=True)
         out = subprocess.run(['node', os.path.join(HERE, 'service-load.mjs'), os.path.join(WORK, 'service')],

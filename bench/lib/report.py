@@ -14,7 +14,7 @@ def markdown(results):
     out = [f"# chunkvault benchmark ({m['date']})", '',
            f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory']} RAM, kernel {m['kernel']}, {m['fs']}; node {m['node']}; "
            f"{m['restic'] or 'restic: not installed'}; {m['borg'] or 'borg: not installed'}. Page cache dropped before every step: "
-           f"{'yes' if m['drop_caches'] else 'no (warm cache)'}. Volume {m['size_mib']} MiB ext4 image; medians of {m['runs']} run(s).",
+           f"{'yes' if m['drop_caches'] else 'no (warm cache)'}. Volume {m['size_mib']} MiB ext4 image; medians of {m['runs']} round(s), each running every tool and ceiling once.",
            '', 'MB/s = volume bytes / wall seconds. `x` = how many times longer than chunkvault (wall), i.e. chunkvault\'s speed-up.', '',
            '| tool | full s (MB/s) | x | incremental s (MB/s) | x | restore s (MB/s) | x | CPU s full/incr/restore | peak RSS MiB | repo after full | added by incr |',
            '|---|---|---|---|---|---|---|---|---|---|---|']

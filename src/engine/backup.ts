@@ -362,7 +362,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
           ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
           : null;
         const length = data.length;
-        const into = await outputs?.acquire();
+        const into = outputs && (await untilAborted(outputs.acquire(), signal));
         const chunk = {
           result: quiet(pool.run({ kind: 'backup', data, offset, blockSize: shaBlockSize, parentHashes, compression, into })),
           length,
