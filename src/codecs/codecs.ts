@@ -13,7 +13,9 @@ const require = createRequire(import.meta.url);
 const zlibCodec: Codec = {
   algorithm: 'zlib',
   compress: (data) => pako.deflate(data, { level: 6 }),
-  decompress: (data) => zlib.inflateSync(data),
+  // One output buffer of the expected size (one byte more, to see an overlong stream): no
+  // list of 16 KiB pieces concatenated into a second copy of the object.
+  decompress: (data, length) => zlib.inflateSync(data, { chunkSize: Math.max(64, length + 1) }),
 };
 
 const zstdBinding = require('zstd-napi/binding') as typeof import('zstd-napi/binding.js');
@@ -47,8 +49,32 @@ const zstdCodec: Codec = {
 interface Bz2Compressor {
   compressBZ2(data: Uint8Array, blockSize: number, workFactor: number): { error: number; output: Uint8Array };
 }
+/** @foxglove/wasm-bz2 0.3.0 (pinned): its emscripten module, driven directly to decode into caller memory. */
+interface Bz2Module {
+  HEAPU8: Uint8Array;
+  _malloc(size: number): number;
+  _free(ptr: number): void;
+  decompress(dst: number, dstSize: number, src: number, srcSize: number, small: number): { code: number; error?: string; buffer?: Uint8Array };
+}
 interface Bz2Decompressor {
   decompress(src: Uint8Array, destSize: number): Uint8Array;
+  module: Bz2Module;
+}
+
+/** Decodes `data` inside the wasm heap and copies the result once, into `into`. */
+function bz2DecompressInto(m: Bz2Module, data: Uint8Array, into: Uint8Array): number {
+  const src = m._malloc(data.length);
+  const dst = m._malloc(into.length);
+  try {
+    m.HEAPU8.set(data, src); // HEAPU8 read after malloc: the heap may have grown
+    const { code, error, buffer } = m.decompress(dst, into.length, src, data.length, 0);
+    if (code !== 0 || !buffer) throw new Error(`bzip2 decompression failed: ${code} (${error ?? 'unknown'})`);
+    into.set(buffer);
+    return buffer.length;
+  } finally {
+    m._free(src);
+    m._free(dst);
+  }
 }
 
 async function loadBz2(): Promise<Codec> {
@@ -70,6 +96,7 @@ async function loadBz2(): Promise<Codec> {
       return Buffer.from(r.output);
     },
     decompress: (data, length) => decompressor.decompress(data, length),
+    decompressInto: (data, into) => bz2DecompressInto(decompressor.module, data, into),
   };
 }
 
