@@ -181,10 +181,5 @@ env_lines() {
   echo "export CHUNKVAULT_TEST_KEYSTONE_URL=$KURL CHUNKVAULT_TEST_SWIFT_KEYSTONE_URL=$PURL"
 }
 
-case ${1:-} in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  env) env_lines ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
-esac
+source "$(dirname "$0")/lib/command.sh"
+script_command 17 "${1:-}"

@@ -55,10 +55,9 @@ stop() {
   as_pg "$(bindir)/pg_ctl" -D "$D/data" -m fast -w stop > /dev/null || true
 }
 
-case ${1:-} in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  env) echo "export DATABASE_URL=$URL" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
-esac
+env_lines() {
+  echo "export DATABASE_URL=$URL"
+}
+
+source "$(dirname "$0")/lib/command.sh"
+script_command 10 "${1:-}"

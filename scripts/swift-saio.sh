@@ -142,10 +142,5 @@ env_lines() {
   echo "export CHUNKVAULT_TEST_S3_VHOST_DOMAIN=$VHOST_DOMAIN CHUNKVAULT_TEST_S3_VHOST_BUCKET=$VHOST_BUCKET"
 }
 
-case ${1:-} in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  env) env_lines ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
-esac
+source "$(dirname "$0")/lib/command.sh"
+script_command 15 "${1:-}"

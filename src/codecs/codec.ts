@@ -6,20 +6,15 @@ import { InvalidInputError } from '../errors.js';
  */
 export interface Codec {
   readonly algorithm: Algorithm;
-  /** The exact bytes Cinder's Python writer produces for `data`. */
+  /** The exact bytes Cinder's Python writer produces for `data`, in new memory. */
   compress(data: Uint8Array): Uint8Array;
+  /** The same bytes, written into `into`; returns their length, or null when they do not fit. */
+  compressInto(data: Uint8Array, into: Uint8Array): number | null;
   /**
-   * The same bytes, written into `into`; returns their length, or null when they do not fit
-   * (codecs without it are compressed and copied).
+   * Decompresses one object into `into` (at least the object's length) and returns the
+   * decompressed length; a stream that does not fit throws.
    */
-  compressInto?(data: Uint8Array, into: Uint8Array): number | null;
-  /** Decompresses one object; `length` is the uncompressed length from the metadata. */
-  decompress(data: Uint8Array, length: number): Uint8Array;
-  /**
-   * Decompresses one object into `into` (no new allocation) and returns the decompressed
-   * length; codecs without it are decompressed and copied.
-   */
-  decompressInto?(data: Uint8Array, into: Uint8Array): number;
+  decompress(data: Uint8Array, into: Uint8Array): number;
 }
 
 export type Algorithm = 'zlib' | 'bz2' | 'zstd';

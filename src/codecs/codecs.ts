@@ -13,10 +13,23 @@ const require = createRequire(import.meta.url);
 const zlibCodec: Codec = {
   algorithm: 'zlib',
   compress: (data) => pako.deflate(data, { level: 6 }),
-  // One output buffer of the expected size (one byte more, to see an overlong stream): no
-  // list of 16 KiB pieces concatenated into a second copy of the object.
-  decompress: (data, length) => zlib.inflateSync(data, { chunkSize: Math.max(64, length + 1) }),
+  compressInto: (data, into) => placed(pako.deflate(data, { level: 6 }), into),
+  // One output buffer the size of `into` (one byte more, to see an overlong stream): no list
+  // of 16 KiB pieces concatenated into a second copy of the object.
+  decompress(data, into) {
+    const out = zlib.inflateSync(data, { chunkSize: Math.max(64, into.length + 1) });
+    if (out.length > into.length) throw new Error(`the stream holds more than ${into.length} bytes`);
+    into.set(out);
+    return out.length;
+  },
 };
+
+/** compressInto for encoders that make their own output: copy it when it fits. */
+function placed(out: Uint8Array, into: Uint8Array): number | null {
+  if (out.length > into.length) return null;
+  into.set(out);
+  return out.length;
+}
 
 const zstdBinding = require('zstd-napi/binding') as typeof import('zstd-napi/binding.js');
 let dctx: InstanceType<typeof zstdBinding.DCtx> | undefined;
@@ -34,7 +47,6 @@ function zstdCCtx(): InstanceType<typeof zstdBinding.CCtx> {
 const zstdCodec: Codec = {
   algorithm: 'zstd',
   compress: (data) => zstd.compress(data, { compressionLevel: 3 }),
-  decompress: (data) => zstd.decompress(data),
   compressInto(data, into) {
     try {
       return zstdCCtx().compress2(into, data);
@@ -43,7 +55,7 @@ const zstdCodec: Codec = {
       throw err;
     }
   },
-  decompressInto: (data, into) => (dctx ??= new zstdBinding.DCtx()).decompress(into, data),
+  decompress: (data, into) => (dctx ??= new zstdBinding.DCtx()).decompress(into, data),
 };
 
 interface Bz2Compressor {
@@ -57,12 +69,11 @@ interface Bz2Module {
   decompress(dst: number, dstSize: number, src: number, srcSize: number, small: number): { code: number; error?: string; buffer?: Uint8Array };
 }
 interface Bz2Decompressor {
-  decompress(src: Uint8Array, destSize: number): Uint8Array;
   module: Bz2Module;
 }
 
 /** Decodes `data` inside the wasm heap and copies the result once, into `into`. */
-function bz2DecompressInto(m: Bz2Module, data: Uint8Array, into: Uint8Array): number {
+function bz2Decompress(m: Bz2Module, data: Uint8Array, into: Uint8Array): number {
   const src = m._malloc(data.length);
   const dst = m._malloc(into.length);
   try {
@@ -88,15 +99,16 @@ async function loadBz2(): Promise<Codec> {
   );
   const Bzip2 = require('@foxglove/wasm-bz2') as { init(): Promise<Bz2Decompressor> };
   const decompressor = await Bzip2.init();
+  const compress = (data: Uint8Array): Uint8Array => {
+    const r = compressor.compressBZ2(data, 9, 0);
+    if (r.error !== 0) throw new Error(`bzip2 compression failed (code ${r.error})`);
+    return Buffer.from(r.output);
+  };
   return {
     algorithm: 'bz2',
-    compress(data) {
-      const r = compressor.compressBZ2(data, 9, 0);
-      if (r.error !== 0) throw new Error(`bzip2 compression failed (code ${r.error})`);
-      return Buffer.from(r.output);
-    },
-    decompress: (data, length) => decompressor.decompress(data, length),
-    decompressInto: (data, into) => bz2DecompressInto(decompressor.module, data, into),
+    compress,
+    compressInto: (data, into) => placed(compress(data), into),
+    decompress: (data, into) => bz2Decompress(decompressor.module, data, into),
   };
 }
 

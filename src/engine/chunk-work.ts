@@ -123,15 +123,17 @@ async function prepareOutput(data: Uint8Array, label: string, space: Uint8Array 
   const algorithm: Algorithm | null = algorithmForLabel(label);
   if (algorithm === null) return { compression: 'none', data };
   const codec = await loadCodec(algorithm);
-  if (space && codec.compressInto) {
+  let out: Uint8Array | null;
+  if (space) {
     // Only output shorter than the input is kept: give it one byte less room.
     const room = space.subarray(0, data.length - 1);
-    const length = data.length > 1 ? codec.compressInto(data, room) : null;
-    return length === null ? { compression: 'none', data } : { compression: label, data: room.subarray(0, length) };
+    const length = codec.compressInto(data, room);
+    out = length === null ? null : room.subarray(0, length);
+  } else {
+    const compressed = codec.compress(data);
+    out = compressed.length < data.length ? movable(compressed) : null;
   }
-  const compressed = codec.compress(data);
-  if (compressed.length >= data.length) return { compression: 'none', data };
-  return { compression: label, data: space ? place(compressed, space) : movable(compressed) };
+  return out ? { compression: label, data: out } : { compression: 'none', data };
 }
 
 function place(bytes: Uint8Array, space: Uint8Array): Uint8Array {
@@ -268,12 +270,7 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
   if (zeros && job.fillZeros) job.into.fill(0, 0, job.length);
   const data = zeros ? null : await placeObject(job, algorithm);
   const digest = !data || isAllZero(data) ? digestOfZeros('md5', job.length) : md5(data);
-  if (digest !== job.md5) {
-    throw new IntegrityError(
-      `object ${job.name} of backup ${job.backupId} (offset ${job.offset}): MD5 ${digest} does not match metadata ${job.md5}`,
-      { ...where, offset: job.offset },
-    );
-  }
+  if (digest !== job.md5) throw objectError(job, `MD5 ${digest} does not match metadata ${job.md5}`);
   const zero = new Uint8Array(job.runs.reduce((n, r) => n + r.count, 0));
   let k = 0;
   for (const run of job.runs) {
@@ -303,28 +300,24 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
 
 /** Puts the object's uncompressed bytes at the start of `job.into`; returns them (length checked). */
 async function placeObject(job: RestoreObjectJob, algorithm: Algorithm | null): Promise<Uint8Array> {
-  const fail = (message: string): never => {
-    throw new IntegrityError(`object ${job.name} of backup ${job.backupId} (offset ${job.offset}): ${message}`, {
-      backupId: job.backupId, object: job.name, offset: job.offset,
-    });
-  };
   let length = job.data.length;
   if (algorithm !== null) {
     const codec = await loadCodec(algorithm);
     try {
-      if (codec.decompressInto) {
-        length = codec.decompressInto(job.data, job.into);
-      } else {
-        const out = codec.decompress(job.data, job.length);
-        length = out.length;
-        if (length === job.length) job.into.set(out);
-      }
+      length = codec.decompress(job.data, job.into);
     } catch (err) {
-      fail(`cannot decompress ${job.compression} data: ${(err as Error).message}`);
+      throw objectError(job, `cannot decompress ${job.compression} data: ${(err as Error).message}`);
     }
   } else if (length === job.length) {
     job.into.set(job.data);
   }
-  if (length !== job.length) fail(`length ${length}, metadata says ${job.length}`);
+  if (length !== job.length) throw objectError(job, `length ${length}, metadata says ${job.length}`);
   return job.into.subarray(0, length);
+}
+
+/** An IntegrityError naming the object, its backup and its volume offset. */
+function objectError(job: RestoreObjectJob, message: string): IntegrityError {
+  return new IntegrityError(`object ${job.name} of backup ${job.backupId} (offset ${job.offset}): ${message}`, {
+    backupId: job.backupId, object: job.name, offset: job.offset,
+  });
 }
