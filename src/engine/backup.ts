@@ -20,7 +20,7 @@ import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { locate, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import type { VolumeSource } from './source.js';
-import { WorkerPool } from './worker-pool.js';
+import { withPool, type WorkerPool } from './worker-pool.js';
 
 export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_SHA_BLOCK_SIZE = 32 * 1024;
@@ -132,6 +132,10 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   o.signal?.throwIfAborted();
+  return withPool(o, (pool) => backupWith(o, pool));
+}
+
+async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupResult> {
   const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
   const parent = await resolveParent(o);
   const parentLoc = parent ? locate(parent) : undefined;
@@ -207,7 +211,6 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   }, o.cancelPollMs ?? 1000);
   poll.unref();
 
-  const pool = o.pool ?? new WorkerPool(o.threads);
   const progress = new ProgressReporter('backup', id, o.source.size, o);
   const retriesBefore = retriesSoFar(o.backend);
   const written: string[] = [];
@@ -258,7 +261,6 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
     clearInterval(poll);
     progress.stop();
     o.signal?.removeEventListener('abort', onAbort);
-    if (!o.pool) await pool.close();
   }
 
   async function writeObjects() {

@@ -14,7 +14,7 @@ import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { blockDeviceSize } from './source.js';
-import { WorkerPool } from './worker-pool.js';
+import { withPool, type WorkerPool } from './worker-pool.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import { DirectWriter } from '../io/direct-writer.js';
 
@@ -237,11 +237,14 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
 
 /** Restores (or, without a target, verifies) a backup and its chain. */
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  return withPool(o, (pool) => restoreWith(o, pool));
+}
+
+async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<RestoreResult> {
   const retriesBefore = retriesSoFar(o.backend);
   const plan = await planRestore(o.backend, o.catalog, o.backupId, o.signal);
   const verifyOnly = o.target === undefined;
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
-  const pool = o.pool ?? new WorkerPool(o.threads);
   const out = verifyOnly
     ? undefined
     : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
@@ -320,7 +323,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     throw err;
   } finally {
     progress.stop();
-    if (!o.pool) await pool.close();
   }
   progress.end();
   const seconds = progress.elapsedSeconds();

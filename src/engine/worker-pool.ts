@@ -88,3 +88,17 @@ export class WorkerPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }
+
+/**
+ * Runs `fn` on the caller's pool, or on a private one closed afterwards. A private pool is
+ * started first, so that its threads boot while `fn` reads the catalog and the repository.
+ */
+export async function withPool<T>(o: { pool?: WorkerPool; threads?: number }, fn: (pool: WorkerPool) => Promise<T>): Promise<T> {
+  if (o.pool) return fn(o.pool);
+  const pool = new WorkerPool(o.threads);
+  try {
+    return await fn(pool);
+  } finally {
+    await pool.close();
+  }
+}

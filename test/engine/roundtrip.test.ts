@@ -9,7 +9,7 @@ import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource } from '../../src/engine/source.js';
 import { InvalidInputError } from '../../src/errors.js';
-import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+import { makeRepo, mixedVolume, pseudoRandom, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
 
 describe('backup/restore round trips', () => {
   let repo: Repo;
@@ -141,8 +141,10 @@ describe('backup/restore round trips', () => {
   it('refuses to overwrite an existing target unless asked, and leaves it alone', async () => {
     const [id] = await chain('no-clobber', [mixedVolume(50 * 1024)]);
     const target = repo.file('keep.img', Buffer.from('precious'));
+    const threads = threadCount();
     await assert.rejects(restore(id!, { target }), /exists \(use --to-existing/);
     assert.equal(readFileSync(target, 'utf8'), 'precious');
+    assert.equal(threadCount(), threads, 'the worker threads of the refused restore are gone');
   });
 
   it('names objects <prefix>-00001... in offset order and commits data, then _sha256file, then _metadata', async () => {
@@ -165,9 +167,11 @@ describe('backup/restore round trips', () => {
   it('refuses a changed sha block size for an incremental, and a chunk size that is not a multiple of it', async () => {
     const f = repo.file('blocks.img', mixedVolume(100 * 1024));
     await repo.backup(f, { volumeId: 'blocks' });
+    const threads = threadCount();
     await assert.rejects(repo.backup(f, { volumeId: 'blocks', incremental: true, shaBlockSize: 8192 }), (err: Error) =>
       err instanceof InvalidInputError && /Hash block size has changed since the last backup. New hash block size: 8192. Old hash block size: 4096. Do a full backup./.test(err.message));
     await assert.rejects(repo.backup(f, { volumeId: 'blocks2', chunkSize: 10_000 }), /Chunk size is not multiple of block size for creating hash/);
+    assert.equal(threadCount(), threads, 'the worker threads of the refused backups are gone');
   });
 
   it('every compression label round-trips; incompressible data is stored raw and labelled none', async () => {

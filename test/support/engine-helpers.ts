@@ -1,6 +1,6 @@
 /** Small deterministic volumes and a throwaway repository + catalog for engine tests. */
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { PosixBackend } from '../../src/backends/posix.js';
 import { SqliteCatalog } from '../../src/catalog/sqlite.js';
@@ -74,3 +74,6 @@ export function makeRepo(label: string): Repo {
 }
 
 export const read = (p: string) => readFileSync(p);
+
+/** Threads of this process now (Linux): worker threads that were not closed stay counted. */
+export const threadCount = (): number => readdirSync('/proc/self/task').length;
