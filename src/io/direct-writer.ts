@@ -13,42 +13,50 @@ import { BufferPool, sharedBuffer } from './buffer-pool.js';
 
 const STAGE_BYTES = 8 * 1024 * 1024;
 
-/** Finds, by trial writes to a scratch file in `dir`, the aligned start of `raw`. */
-async function alignedForWrites(dir: string, raw: Buffer, length: number): Promise<Buffer | undefined> {
-  const scratch = path.join(dir, `.chunkvault-tmp-probe-${randomBytes(6).toString('hex')}`);
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(scratch, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
-    const probe = fh;
-    return await alignedView(raw, length, async (view) => void (await probe.write(view, 0, ALIGN, 0)));
-  } catch {
-    return undefined;
-  } finally {
-    await fh?.close().catch(() => {});
-    await fsp.rm(scratch, { force: true }).catch(() => {});
-  }
+/** Finds the aligned start of `raw` for `length` bytes, by trial O_DIRECT I/O on the target. */
+type Aligner = (raw: Buffer, length: number) => Promise<Buffer | undefined>;
+
+/** For a file: trial writes to a scratch file beside it (its own blocks must not be touched). */
+function scratchFileAligner(dir: string): Aligner {
+  return async (raw, length) => {
+    const scratch = path.join(dir, `.chunkvault-tmp-probe-${randomBytes(6).toString('hex')}`);
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(scratch, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
+      const probe = fh;
+      return await alignedView(raw, length, async (view) => void (await probe.write(view, 0, ALIGN, 0)));
+    } catch {
+      return undefined;
+    } finally {
+      await fh?.close().catch(() => {});
+      await fsp.rm(scratch, { force: true }).catch(() => {});
+    }
+  };
 }
 
-/** Private memory of `length` bytes aligned for O_DIRECT in `dir`. */
-function alignedPrivateBuffer(dir: string, length: number): Promise<Buffer | undefined> {
-  return alignedForWrites(dir, Buffer.allocUnsafeSlow(length + ALIGN), length);
+/**
+ * For a block device: trial reads of its first block (the directory holding its node, /dev,
+ * says nothing about the device's own alignment).
+ */
+function deviceAligner(direct: fsp.FileHandle): Aligner {
+  return (raw, length) => alignedView(raw, length, async (view) => void (await direct.read(view, 0, ALIGN, 0)));
 }
 
 const poolsByDevice = new Map<number, Promise<BufferPool | undefined>>();
 
 /**
- * Two aligned staging buffers per filesystem (alignment is a property of the device), probed
- * once in the first directory seen on it; undefined when O_DIRECT is refused. Keyed by device,
- * not directory: every backup writes its own directory, and a long-running process must not
- * keep buffers for each.
+ * Two aligned staging buffers per device (alignment is a property of the device), probed once
+ * on the first file or device node written on it; undefined when O_DIRECT is refused. Keyed by
+ * device, not directory: every backup writes its own directory, and a long-running process
+ * must not keep buffers for each.
  */
-async function stagePoolFor(dir: string, device: number): Promise<BufferPool | undefined> {
+async function stagePoolFor(device: number, aligner: Aligner): Promise<BufferPool | undefined> {
   let p = poolsByDevice.get(device);
   if (!p) {
     p = (async () => {
       const stages: Buffer[] = [];
       for (let i = 0; i < 2; i++) {
-        const view = await alignedPrivateBuffer(dir, STAGE_BYTES);
+        const view = await aligner(Buffer.allocUnsafeSlow(STAGE_BYTES + ALIGN), STAGE_BYTES);
         if (!view) return undefined;
         stages.push(view);
       }
@@ -68,8 +76,7 @@ export function stagePoolCount(): number {
 export class DirectWriter {
   private constructor(
     readonly fh: fsp.FileHandle,
-    private readonly dir: string,
-    private readonly direct: { fh: fsp.FileHandle; stages: BufferPool } | undefined,
+    private readonly direct: { fh: fsp.FileHandle; stages: BufferPool; aligner: Aligner } | undefined,
   ) {}
 
   /** Memory from sharedAlignedBuffer. */
@@ -78,11 +85,16 @@ export class DirectWriter {
   /** Opens `file` with `flags` (and a second, O_DIRECT descriptor when the filesystem allows it). */
   static async open(file: string, flags: number, mode = 0o644): Promise<DirectWriter> {
     const fh = await fsp.open(file, flags, mode);
-    const dir = path.dirname(path.resolve(file));
-    const stages = await stagePoolFor(dir, (await fh.stat()).dev);
-    if (!stages) return new DirectWriter(fh, dir, undefined);
     const direct = await fsp.open(file, (flags & ~(fsc.O_CREAT | fsc.O_EXCL | fsc.O_TRUNC)) | fsc.O_DIRECT).catch(() => undefined);
-    return new DirectWriter(fh, dir, direct && { fh: direct, stages });
+    if (!direct) return new DirectWriter(fh, undefined);
+    const st = await fh.stat();
+    const aligner = st.isBlockDevice() ? deviceAligner(direct) : scratchFileAligner(path.dirname(path.resolve(file)));
+    const stages = await stagePoolFor(st.isBlockDevice() ? st.rdev : st.dev, aligner);
+    if (!stages) {
+      await direct.close().catch(() => {});
+      return new DirectWriter(fh, undefined);
+    }
+    return new DirectWriter(fh, { fh: direct, stages, aligner });
   }
 
   /**
@@ -92,7 +104,7 @@ export class DirectWriter {
    */
   async sharedAlignedBuffer(length: number): Promise<Buffer | undefined> {
     if (!this.direct) return undefined;
-    const view = await alignedForWrites(this.dir, sharedBuffer(length + ALIGN), length);
+    const view = await this.direct.aligner(sharedBuffer(length + ALIGN), length);
     return view && this.aligned.add(view);
   }
 
