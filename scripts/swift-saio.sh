@@ -24,7 +24,14 @@ USR=$(id -un)
 source "$(dirname "$0")/lib/daemons.sh"
 
 die() { echo "swift-saio: $*" >&2; exit 1; }
-healthy() { [[ $(curl -s -m 2 "$URL/healthcheck" 2>/dev/null) == OK ]] && auth >/dev/null 2>&1; }
+# Every server answers (the proxy answers, and authenticates, before the others are up).
+healthy() {
+  local p
+  for p in "$PORT" "$ACC" "$CON" "$OBJ"; do
+    [[ $(curl -s -m 2 "http://127.0.0.1:$p/healthcheck" 2>/dev/null) == OK ]] || return 1
+  done
+  auth >/dev/null 2>&1
+}
 auth() { curl -fsS -m 5 -D - -o /dev/null -H 'X-Auth-User: test:tester' -H 'X-Auth-Key: testing' "$URL/auth/v1.0"; }
 
 install() {
