@@ -8,7 +8,9 @@ import { z } from 'zod';
 import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { exportRecord, importRecord } from '../engine/records.js';
-import { BackendError, ChunkvaultError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, TransientBackendError } from '../errors.js';
+import {
+  BackendError, CatalogError, ChunkvaultError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, TransientBackendError,
+} from '../errors.js';
 import type { AllowList } from './allow-list.js';
 import { Authenticator } from './auth.js';
 import type { Token } from './config.js';
@@ -38,7 +40,7 @@ function statusOf(err: unknown): number {
   if (err instanceof InvalidInputError) return 400;
   if (err instanceof NotFoundError) return 404;
   if (err instanceof ConflictError) return 409;
-  if (err instanceof TransientBackendError) return 503;
+  if (err instanceof TransientBackendError || err instanceof CatalogError) return 503;
   if (err instanceof BackendError || err instanceof IntegrityError) return 502;
   return 500;
 }

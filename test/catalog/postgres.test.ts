@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { openCatalog, redactCatalogAddress } from '../../src/catalog/open.js';
-import { PostgresCatalog } from '../../src/catalog/postgres.js';
-import { freshDatabase } from '../support/pg-server.js';
+import pg from 'pg';
+import { CatalogError } from '../../src/errors.js';
+import { freshDatabase, pgServer } from '../support/pg-server.js';
 import { catalogConformance, record } from './conformance.js';
 import { jobQueueConformance } from './job-conformance.js';
 
-catalogConformance('postgres', async () => PostgresCatalog.open(await freshDatabase()));
+catalogConformance('postgres', async () => openCatalog(await freshDatabase()));
 jobQueueConformance('postgres', freshDatabase);
 
 it('postgres: concurrent openers migrate once; compare-and-set lets exactly one writer win', async () => {
@@ -23,4 +24,24 @@ it('postgres: concurrent openers migrate once; compare-and-set lets exactly one 
 
 it('never shows a catalog password in messages', () => {
   assert.equal(redactCatalogAddress('postgres://backup:s3cret@127.0.0.1:5433/backup'), 'postgres://backup:***@127.0.0.1:5433/backup');
+});
+
+it('postgres: a database that goes away under an open catalog gives errors naming the catalog (password hidden)', async () => {
+  const url = await freshDatabase();
+  const c = await openCatalog(url);
+  try {
+    await c.create(record('before'));
+    const admin = new pg.Client({ connectionString: pgServer() });
+    await admin.connect();
+    try {
+      await admin.query(`DROP DATABASE ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
+    } finally {
+      await admin.end();
+    }
+    await assert.rejects(c.list(), (err: Error) =>
+      err instanceof CatalogError && err.message.startsWith(`catalog ${redactCatalogAddress(url)}: `));
+    await assert.rejects(c.jobs.list(), CatalogError);
+  } finally {
+    await c.close();
+  }
 });
