@@ -50,6 +50,16 @@ export class BackendError extends ChunkvaultError {
   override readonly exitCode = 6;
 }
 
+/** The catalog's database failed (disk full, I/O error, lost connection). */
+export class CatalogError extends ChunkvaultError {
+  override readonly exitCode = 6;
+}
+
+/** Reading the volume or writing the restore target failed (disk full, I/O error). */
+export class VolumeIOError extends ChunkvaultError {
+  override readonly exitCode = 7;
+}
+
 /** The operation was cancelled (signal, or the backup's record moved to `deleting`). */
 export class CancelledError extends ChunkvaultError {
   override readonly exitCode = 130;

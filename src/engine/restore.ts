@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
-import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
+import { ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
 import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
 import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
@@ -179,8 +179,18 @@ interface Output {
   out: DirectWriter;
   /** Whether zero blocks may be left as holes. */
   sparse: boolean;
+  write(data: Uint8Array, position: number): Promise<void>;
   commit(): Promise<void>;
   abort(): Promise<void>;
+}
+
+/** Runs a step on the target; a failure (disk full, I/O error) names the target and the step. */
+async function onTarget<T>(target: string, what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    throw new VolumeIOError(`${target}: cannot ${what}: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Where a restore into a new file writes until it is complete. */
@@ -200,11 +210,15 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     } else if (!st.isFile()) {
       throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
     }
-    const out = await DirectWriter.open(target, fsc.O_RDWR);
-    if (st.isFile()) await out.fh.truncate(bytes);
+    const out = await onTarget(target, 'open', () => DirectWriter.open(target, fsc.O_RDWR));
+    if (st.isFile()) await onTarget(target, `resize it to ${bytes} bytes`, () => out.fh.truncate(bytes)).catch(async (err) => {
+      await out.close().catch(() => {});
+      throw err;
+    });
     return {
       out, sparse: false,
-      commit: async () => (await out.sync(), await out.close()),
+      write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
+      commit: () => onTarget(target, 'finish writing it', async () => (await out.sync(), await out.close())),
       abort: () => out.close(),
     };
   }
@@ -218,20 +232,25 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
   const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
     throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
   });
-  await out.fh.truncate(bytes);
+  const abort = async () => {
+    await out.close().catch(() => {});
+    await fsp.rm(tmp, { force: true });
+  };
+  await onTarget(target, `size it to ${bytes} bytes`, () => out.fh.truncate(bytes)).catch(async (err) => {
+    await abort();
+    throw err;
+  });
   return {
     out, sparse: true,
-    async commit() {
+    write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
+    commit: () => onTarget(target, 'finish writing it', async () => {
       await out.sync();
       await out.close();
       await fsp.rename(tmp, target);
       const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
       await d.sync().finally(() => d.close());
-    },
-    async abort() {
-      await out.close().catch(() => {});
-      await fsp.rm(tmp, { force: true });
-    },
+    }),
+    abort,
   };
 }
 
@@ -284,7 +303,7 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
           if (!keep && start >= 0) {
             const from = (run.block + start) * bs;
             const to = Math.min((run.block + i) * bs, plan.bytes);
-            if (out) await out.out.write(into.subarray(from - object.offset, to - object.offset), from);
+            if (out) await out.write(into.subarray(from - object.offset, to - object.offset), from);
             bytesWritten += to - from;
             start = -1;
           }

@@ -3,7 +3,7 @@ import { constants as fsc, promises as fsp, openSync, realpathSync, readFileSync
 import { Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { InvalidInputError } from '../errors.js';
+import { InvalidInputError, VolumeIOError } from '../errors.js';
 import { ALIGN, AlignedMemory, alignedView } from '../io/aligned.js';
 import { sharedBuffer } from '../io/buffer-pool.js';
 
@@ -40,6 +40,11 @@ export function blockDeviceSize(st: Stats): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A failed read of the volume (I/O error, a pipe's writer failing), naming where. */
+function readError(name: string, offset: number, err: unknown): VolumeIOError {
+  return new VolumeIOError(`${name}: cannot read at offset ${offset}: ${(err as Error).message}`, { cause: err, offset });
 }
 
 /**
@@ -80,7 +85,9 @@ class FileSource implements VolumeSource {
     this.position += length;
     let filled = 0;
     while (filled < length) {
-      const bytesRead = await this.readAt(buf.subarray(filled), start + filled);
+      const bytesRead = await this.readAt(buf.subarray(filled), start + filled).catch((err: unknown) => {
+        throw readError(this.name, start + filled, err);
+      });
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
@@ -114,6 +121,8 @@ class StreamSource implements VolumeSource {
   private readonly iterator: AsyncIterator<Buffer>;
   private pending: Buffer | undefined;
   private done = false;
+  /** Bytes handed out so far. */
+  private position = 0;
 
   constructor(readonly name: string, private readonly stream: Readable) {
     this.iterator = stream[Symbol.asyncIterator]();
@@ -129,7 +138,9 @@ class StreamSource implements VolumeSource {
     while (filled < length) {
       if (!this.pending || this.pending.length === 0) {
         if (this.done) break;
-        const next = await this.iterator.next();
+        const next = await this.iterator.next().catch((err: unknown) => {
+          throw readError(this.name, this.position + filled, err);
+        });
         if (next.done) {
           this.done = true;
           break;
@@ -141,6 +152,7 @@ class StreamSource implements VolumeSource {
       this.pending = this.pending.subarray(n);
       filled += n;
     }
+    this.position += filled;
     return filled === length ? buf : buf.subarray(0, filled);
   }
 

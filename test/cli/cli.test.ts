@@ -1,7 +1,7 @@
 /** The chunkvault command as a user runs it: JSON results, clear one-line errors, exit codes. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -165,5 +165,20 @@ describe('chunkvault CLI', () => {
     assert.equal(rec.status, 'error');
     assert.match(rec.fail_reason, /SIGTERM/);
     assert.deepEqual(readdirSync(path.join(tmp.dir, 'repo', rec.container)), []);
+  });
+
+  it('a restore onto a full filesystem names the target and the offset, exits 7 and leaves no file behind', (t) => {
+    // A real full filesystem: a 1 MiB tmpfs (the suite runs as root, as it installs its servers).
+    const full = path.join(tmp.dir, 'full');
+    mkdirSync(full);
+    const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', full], { encoding: 'utf8' });
+    assert.equal(mount.status, 0, `mounting a 1 MiB tmpfs for this test needs root: ${mount.stderr}`);
+    t.after(() => spawnSync('umount', [full]));
+    const id = json('backup', file('random.img', pseudoRandom(3 << 20, 9)), '--volume-id', 'enospc').id;
+    failsCleanly(cv('restore', id, path.join(full, 'out.img')), 7, /full\/out\.img: cannot write at offset \d+: ENOSPC: no space left on device/);
+    assert.deepEqual(readdirSync(full), [], 'the temporary file is gone');
+    writeFileSync(path.join(full, 'in-place.img'), 'old');
+    failsCleanly(cv('restore', id, path.join(full, 'in-place.img'), '--to-existing'), 7, /in-place\.img: cannot write at offset \d+: ENOSPC/);
+    assert.equal(json('delete', id).id, id);
   });
 });

@@ -10,7 +10,7 @@ import { SqliteCatalog } from '../../src/catalog/sqlite.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { deleteBackup } from '../../src/engine/delete.js';
 import { openSource } from '../../src/engine/source.js';
-import { BackendError, CancelledError, ConflictError } from '../../src/errors.js';
+import { BackendError, CancelledError, ConflictError, VolumeIOError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
 
 /** A source that yields `chunks` pieces slowly, so a backup stays in flight. */
@@ -84,6 +84,22 @@ describe('cancellation, failures and delete', () => {
     const rec = (await repo.catalog.get(id))!;
     assert.equal(rec.status, 'error');
     assert.match(rec.fail_reason!, /disk full/);
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
+  it('a backup whose source fails midway names the source and the offset, and leaves no objects', async () => {
+    async function* breaks() {
+      yield pseudoRandom(100_000, 1);
+      yield pseudoRandom(50_000, 2);
+      throw new Error('EIO: i/o error, read');
+    }
+    const source = await openSource('-', Readable.from(breaks()));
+    const id = 'a0000000-0000-4000-8000-000000000005';
+    await assert.rejects(runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'source-fails', ...SMALL, backupId: id }),
+      (err: Error) => err instanceof VolumeIOError && err.message === '-: cannot read at offset 150000: EIO: i/o error, read');
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /cannot read at offset 150000/);
     assert.deepEqual(objectsOf(rec.container!), []);
   });
 
