@@ -146,6 +146,9 @@ program
   .option('--threads <n>', 'decompression/verification threads', (v) => Number(v))
   .action(async (id: string, target: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
+      if (target === '-') {
+        throw new InvalidInputError("restore writes a file or a block device, not standard output ('-'); name a file (./- for one called '-')");
+      }
       const r = await withProgress(ctx, (progress) => restoreBackup({
         backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, toExisting: !!o.toExisting,
         force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,

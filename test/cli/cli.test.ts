@@ -87,6 +87,9 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
+    const toStdout = spawnSync(process.execPath, [MAIN, 'restore', fullId, '-'], { env, encoding: 'utf8', cwd: tmp.dir });
+    failsCleanly(toStdout, 2, /restore writes a file or a block device, not standard output \('-'\)/);
+    assert.ok(!readdirSync(tmp.dir).includes('-'), 'no file named - was written');
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
     failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
