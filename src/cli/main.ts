@@ -43,9 +43,9 @@ async function withProgress<T>(ctx: Context, fn: (progress: ReturnType<Context['
   }
 }
 
-function print(ctx: Context, value: unknown, human: string): void {
-  if (ctx.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-  else ctx.say(human);
+function print(ctx: Context, value: unknown, human: string, stream: NodeJS.WritableStream = process.stdout): void {
+  if (ctx.json) stream.write(JSON.stringify(value, null, 2) + '\n');
+  else if (!ctx.quiet) stream.write(human + '\n');
 }
 
 const program = new Command('chunkvault')
@@ -138,7 +138,7 @@ program
 
 program
   .command('restore')
-  .description('restore a backup (and its chain) into a file or block device')
+  .description('restore a backup (and its chain) into a file, a block device, a named pipe or - (stdout)')
   .argument('<id>')
   .argument('<target>')
   .option('--to-existing', 'write into an existing file or block device in place')
@@ -146,15 +146,17 @@ program
   .option('--threads <n>', 'decompression/verification threads', (v) => Number(v))
   .action(async (id: string, target: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      if (target === '-') {
-        throw new InvalidInputError("restore writes a file or a block device, not standard output ('-'); name a file (./- for one called '-')");
+      // `-`: the volume goes to standard output, and messages to stderr.
+      const toStdout = target === '-';
+      if (toStdout && process.stdout.isTTY) {
+        throw new InvalidInputError('standard output is a terminal: redirect it, or name a file or block device to restore into');
       }
       const r = await withProgress(ctx, (progress) => restoreBackup({
-        backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, toExisting: !!o.toExisting,
-        force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
+        backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, stream: toStdout ? process.stdout : undefined,
+        toExisting: !!o.toExisting, force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
       }));
       print(ctx, r, `restored backup ${id} (chain of ${r.chain.length}) to ${target}: ${formatBytes(r.bytes)} verified ` +
-        `in ${r.seconds.toFixed(1)} s (${formatRate(r.bytesPerSecond)})`);
+        `in ${r.seconds.toFixed(1)} s (${formatRate(r.bytesPerSecond)})`, toStdout ? process.stderr : process.stdout);
     }),
   );
 

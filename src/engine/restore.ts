@@ -3,8 +3,9 @@
  * block of the target comes from the newest object covering it, each needed object is
  * read once, checked (length, MD5, SHA-256 of every block) and its blocks written once.
  */
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, createWriteStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import type { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
@@ -17,6 +18,7 @@ import { blockDeviceSize } from './source.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import { DirectWriter } from '../io/direct-writer.js';
+import { OrderedStream } from '../io/ordered-stream.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 
@@ -149,8 +151,13 @@ export interface RestoreOptions extends ProgressOptions {
   backend: Backend;
   catalog: Catalog;
   backupId: string;
-  /** Output path; omitted for verify. */
+  /** Output path (a file, a block device or a named pipe); omitted for verify. */
   target?: string;
+  /**
+   * Write the volume to this stream instead (every byte in order, zeros included); `target`
+   * then only names it in messages.
+   */
+  stream?: Writable;
   /** Write into an existing file or block device in place (no temporary file, no holes). */
   toExisting?: boolean;
   /** Replace an existing regular file (atomically, via a temporary file). */
@@ -160,6 +167,8 @@ export interface RestoreOptions extends ProgressOptions {
   threads?: number;
   /** Names the temporary file (default: random), so that others can find it if this process dies. */
   tempTag?: string;
+  /** Memory for objects in flight (compressed and decompressed); default 320 MiB. */
+  inFlightBytes?: number;
 }
 
 export interface RestoreResult {
@@ -176,9 +185,12 @@ export interface RestoreResult {
 }
 
 interface Output {
-  out: DirectWriter;
   /** Whether zero blocks may be left as holes. */
   sparse: boolean;
+  /** Whether pieces must come in volume order (they wait for the ones before them). */
+  ordered: boolean;
+  /** Memory this output writes from fastest (aligned for O_DIRECT), if it has such. */
+  alignedBuffer?(length: number): Promise<Buffer | undefined>;
   write(data: Uint8Array, position: number): Promise<void>;
   commit(): Promise<void>;
   abort(): Promise<void>;
@@ -200,6 +212,8 @@ export function restoreTempPath(target: string, tag: string): string {
 
 async function openOutput(target: string, bytes: number, toExisting: boolean, force: boolean, tag: string): Promise<Output> {
   const st = await fsp.stat(target).catch(() => undefined);
+  // A named pipe takes the volume as a stream, whether or not it "exists".
+  if (st?.isFIFO()) return streamOutput(target, createWriteStream(target), true);
   if (toExisting) {
     if (!st) throw new InvalidInputError(`--to-existing: ${target} does not exist`);
     if (st.isBlockDevice()) {
@@ -216,7 +230,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
       throw err;
     });
     return {
-      out, sparse: false,
+      sparse: false, ordered: false, alignedBuffer: (n) => out.sharedAlignedBuffer(n),
       write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
       commit: () => onTarget(target, 'finish writing it', async () => (await out.sync(), await out.close())),
       abort: () => out.close(),
@@ -241,7 +255,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     throw err;
   });
   return {
-    out, sparse: true,
+    sparse: true, ordered: false, alignedBuffer: (n) => out.sharedAlignedBuffer(n),
     write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
     commit: () => onTarget(target, 'finish writing it', async () => {
       await out.sync();
@@ -254,6 +268,39 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
   };
 }
 
+/** A stream output (standard output, a named pipe): every byte in order, nothing to take back. */
+function streamOutput(name: string, stream: Writable, close: boolean): Output {
+  const ordered = new OrderedStream(stream);
+  return {
+    sparse: false, ordered: true,
+    write: (data, position) => onTarget(name, `write at offset ${position}`, () => ordered.write(data, position)),
+    commit: () => onTarget(name, 'finish writing it', async () => {
+      if (close) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    }),
+    abort: async () => {
+      if (close) stream.destroy();
+    },
+  };
+}
+
+/**
+ * The most objects whose blocks are open at once when the volume is written in order: an
+ * object of the full backup whose middle an incremental replaced stays open (in memory) until
+ * that incremental's object is written.
+ */
+function mostOpenAtOnce(reads: RestorePlan['reads']): number {
+  const edges: [number, number][] = [];
+  for (const { runs } of reads) {
+    const last = runs.at(-1)!;
+    edges.push([runs[0]!.block, 1], [last.block + last.count, -1]);
+  }
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let open = 0;
+  let most = 0;
+  for (const [, d] of edges) most = Math.max(most, (open += d));
+  return most;
+}
+
 /** Restores (or, without a target, verifies) a backup and its chain. */
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   return withPool(o, (pool) => restoreWith(o, pool));
@@ -262,11 +309,13 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<RestoreResult> {
   const retriesBefore = retriesSoFar(o.backend);
   const plan = await planRestore(o.backend, o.catalog, o.backupId, o.signal);
-  const verifyOnly = o.target === undefined;
+  const verifyOnly = o.target === undefined && o.stream === undefined;
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const out = verifyOnly
     ? undefined
-    : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
+    : o.stream
+      ? streamOutput(o.target ?? 'stream', o.stream, false)
+      : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
   const bs = plan.blockSize;
   let bytesWritten = 0;
   const pending: Promise<void>[] = [];
@@ -274,9 +323,23 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
     // Enough objects in flight that reads, checks and writes overlap and no worker waits;
     // each holds up to its compressed and its decompressed bytes, so their sizes bound it too.
     const largest = plan.reads.reduce((m, r) => Math.max(m, r.object.length), 1);
-    const depth = Math.max(1, Math.min(pool.size * 8, Math.floor(IN_FLIGHT_BYTES / (2 * largest))));
+    const budget = o.inFlightBytes ?? IN_FLIGHT_BYTES;
+    let depth = Math.max(1, Math.min(pool.size * 8, Math.floor(budget / (2 * largest))));
+    if (out?.ordered) {
+      // Objects are started in the order of their first block, so the one holding the next
+      // bytes always gets a buffer if there is one for every object open at once.
+      const open = mostOpenAtOnce(plan.reads);
+      if (open > 1 && open * largest > budget) {
+        throw new InvalidInputError(
+          `writing backup ${o.backupId} in order to ${o.target ?? 'a stream'} would hold ${open} objects of up to ` +
+            `${largest} bytes at once (its incrementals replace parts of larger objects); restore into a file or a block device`,
+          { backupId: o.backupId },
+        );
+      }
+      depth = Math.max(depth, open);
+    }
     // Workers decompress into these and the writer writes from them: made once, reused.
-    const buffers = sharedBufferPool(largest, depth, out && ((n) => out.out.sharedAlignedBuffer(n)));
+    const buffers = sharedBufferPool(largest, depth, out?.alignedBuffer && ((n) => out.alignedBuffer!(n)));
     const handle = async (read: RestorePlan['reads'][number]) => {
       const into = await buffers.acquire();
       try {

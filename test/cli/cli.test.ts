@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,6 +81,21 @@ describe('chunkvault CLI', () => {
     assert.equal(cv('restore', incrId, out, '--force', '--quiet').stdout, '');
   });
 
+  it('restores to standard output (messages on stderr) and into a named pipe', async () => {
+    const piped = spawnSync(process.execPath, [MAIN, 'restore', incrId, '-', '--json'], { env, maxBuffer: 64 << 20 });
+    assert.equal(piped.status, 0, piped.stderr.toString());
+    assert.ok(piped.stdout.equals(v2), 'stdout carries the volume and nothing else');
+    assert.deepEqual(JSON.parse(piped.stderr.toString()).chain, [fullId, incrId]);
+    const fifo = path.join(tmp.dir, 'pipe');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const child = spawn(process.execPath, [MAIN, 'restore', fullId, fifo, '--quiet'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const [data, code] = await Promise.all([readFile(fifo), new Promise((r) => child.on('exit', r))]);
+    assert.equal(code, 0, stderr);
+    assert.ok(data.equals(v1), 'the pipe carried the full backup');
+  });
+
   it('refuses bad input with one clear line and a non-zero exit', () => {
     failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
     failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
@@ -87,8 +103,10 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
-    const toStdout = spawnSync(process.execPath, [MAIN, 'restore', fullId, '-'], { env, encoding: 'utf8', cwd: tmp.dir });
-    failsCleanly(toStdout, 2, /restore writes a file or a block device, not standard output \('-'\)/);
+    // `-` on a terminal: `script` gives the command one.
+    const onTty = spawnSync('script', ['-qec', `'${process.execPath}' '${MAIN}' restore ${fullId} -`, '/dev/null'], { env, encoding: 'utf8', cwd: tmp.dir });
+    assert.equal(onTty.status, 2, onTty.stdout);
+    assert.match(onTty.stdout, /chunkvault: error: standard output is a terminal: redirect it, or name a file or block device/);
     assert.ok(!readdirSync(tmp.dir).includes('-'), 'no file named - was written');
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
     failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
