@@ -10,9 +10,28 @@ import { exportRecord, importRecord, rebuildCatalog } from '../engine/records.js
 import { locate, readMetadata } from '../engine/repository.js';
 import { resolveChain, restoreBackup } from '../engine/restore.js';
 import { canonicalSourcePath, openSource, volumeIdForPath } from '../engine/source.js';
+import { MAX_THREADS } from '../engine/worker-pool.js';
 import { ChunkvaultError, InvalidInputError } from '../errors.js';
 import { openContext, type Context, type GlobalOptions } from './context.js';
 import { formatBytes, formatRate, parseSize, table } from './output.js';
+
+/** A whole number from `min` to `max`. */
+function countOption(name: string, min: number, max: number) {
+  return (v: string) => {
+    const n = /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!(n >= min && n <= max)) throw new InvalidInputError(`${name}: expected a whole number from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+}
+
+/** A number of seconds (fractions allowed); `positive` refuses 0. */
+function secondsOption(name: string, positive = false) {
+  return (v: string) => {
+    const n = /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : NaN;
+    if (!(positive ? n > 0 : n >= 0)) throw new InvalidInputError(`${name}: expected a ${positive ? 'positive ' : ''}number of seconds, got '${v}'`);
+    return n;
+  };
+}
 
 function sizeOption(name: string) {
   return (v: string) => {
@@ -69,14 +88,17 @@ program
   .option('--container <name>', 'container (posix: directory under the repository)')
   .option('--name <name>', 'backup name')
   .option('--description <text>', 'backup description')
-  .option('--volume-id <id>', 'volume id (default: derived from the source path)')
+  .option('--volume-id <id>', 'volume id: letters, digits, . _ - (default: the parent\'s with --parent, else derived from the source path)')
   .option('--backup-id <id>', 'backup id (default: a new UUID)')
   .option('--availability-zone <az>', 'availability zone recorded in s3/swift object names', 'nova')
-  .option('--threads <n>', 'hashing/compression threads', (v) => Number(v))
+  .option('--threads <n>', 'hashing/compression threads', countOption('--threads', 1, MAX_THREADS))
   .addOption(new Option('--timestamp <iso>', 'creation time (reproducible backups)').hideHelp())
   .action(async (source: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      const volumeId = o.volumeId ?? (source === '-' ? randomUUID() : volumeIdForPath(canonicalSourcePath(source)));
+      // An explicit parent names the volume; otherwise stdin is a new volume, a path its own.
+      const volumeId: string = o.volumeId ?? (o.parent
+        ? (await requireBackup(ctx.catalog, o.parent, 'parent backup')).volume_id
+        : source === '-' ? randomUUID() : volumeIdForPath(canonicalSourcePath(source)));
       let timestamp: Date | undefined;
       if (o.timestamp) {
         timestamp = new Date(o.timestamp);
@@ -143,7 +165,7 @@ program
   .argument('<target>')
   .option('--to-existing', 'write into an existing file or block device in place')
   .option('--force', 'replace an existing regular file')
-  .option('--threads <n>', 'decompression/verification threads', (v) => Number(v))
+  .option('--threads <n>', 'decompression/verification threads', countOption('--threads', 1, MAX_THREADS))
   .action(async (id: string, target: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
       // `-`: the volume goes to standard output, and messages to stderr.
@@ -164,7 +186,7 @@ program
   .command('verify')
   .description('check every object and block of a backup and its chain without writing anything')
   .argument('<id>')
-  .option('--threads <n>', 'verification threads', (v) => Number(v))
+  .option('--threads <n>', 'verification threads', countOption('--threads', 1, MAX_THREADS))
   .action(async (id: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
       const r = await withProgress(ctx, (progress) =>
@@ -177,7 +199,7 @@ program
   .command('delete')
   .description('delete a backup (cancels it if it is still being written)')
   .argument('<id>')
-  .option('--wait <seconds>', 'how long to wait for a running writer to stop', (v) => Number(v), 60)
+  .option('--wait <seconds>', 'how long to wait for a running writer to stop', secondsOption('--wait'), 60)
   .action(async (id: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
       const r = await deleteBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, waitMs: o.wait * 1000, signal: ctx.signal });
@@ -239,15 +261,15 @@ const serviceOptions = (cmd: Command) =>
   cmd
     .option('--config <file>', 'service configuration (JSON: tokens, volumes, listen, repo, catalog, lease_seconds)')
     .option('--volume <pattern>', 'allow this volume path or glob pattern (repeatable; env CHUNKVAULT_VOLUMES)', collect)
-    .option('--lease-seconds <n>', 'job lease: a worker silent this long is presumed dead (default 30)', (v) => Number(v))
-    .option('--shutdown-timeout <seconds>', 'on SIGTERM, how long running jobs may take to finish before they are cancelled (default 30)', (v) => Number(v))
-    .option('--threads <n>', 'hashing/compression threads per worker', (v) => Number(v));
+    .option('--lease-seconds <n>', 'job lease: a worker silent this long is presumed dead (default 30)', secondsOption('--lease-seconds', true))
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM, how long running jobs may take to finish before they are cancelled (default 30)', secondsOption('--shutdown-timeout'))
+    .option('--threads <n>', 'hashing/compression threads per worker', countOption('--threads', 1, MAX_THREADS));
 
 serviceOptions(program
   .command('serve')
   .description('run the HTTP API (port 8776) and worker processes sharing the catalog')
   .option('--listen <[host:]port>', 'address to listen on (default 127.0.0.1:8776; env CHUNKVAULT_LISTEN)')
-  .option('--workers <n>', 'worker processes to run beside the API', (v) => Number(v), 1))
+  .option('--workers <n>', 'worker processes to run beside the API', countOption('--workers', 0, 64), 1))
   .action(async (o, cmd: Command) => {
     const { runServe } = await import('../service/run.js');
     await runServe({ ...cmd.optsWithGlobals(), ...o });

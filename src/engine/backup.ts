@@ -11,7 +11,7 @@ import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
 import { encodeMetadata, encodeSha256File, type ObjectEntry } from '../format/metadata.js';
 import {
-  FORMAT_VERSION, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
+  FORMAT_VERSION, checkIdentifier, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
   sha256ObjectName,
 } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
@@ -89,9 +89,12 @@ function positiveInt(v: number, what: string): number {
   return v;
 }
 
-/** An explicit parent: it must exist, be available, and live in the repository written to. */
-export async function requireParent(catalog: Catalog, backend: Backend, parentId: string): Promise<BackupRecord> {
+/** An explicit parent: it must exist, be available, be of the same volume, and live in the repository written to. */
+export async function requireParent(catalog: Catalog, backend: Backend, parentId: string, volumeId: string): Promise<BackupRecord> {
   const parent = await requireBackup(catalog, parentId, 'parent backup');
+  if (parent.volume_id !== volumeId) {
+    throw new InvalidInputError(`parent backup ${parent.id} is a backup of volume ${parent.volume_id}, not ${volumeId}`, { backupId: parent.id });
+  }
   if (parent.status !== 'available') {
     throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`, { backupId: parent.id });
   }
@@ -102,7 +105,7 @@ export async function requireParent(catalog: Catalog, backend: Backend, parentId
 }
 
 async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined> {
-  if (o.parentId) return requireParent(o.catalog, o.backend, o.parentId);
+  if (o.parentId) return requireParent(o.catalog, o.backend, o.parentId, o.volumeId);
   if (!o.incremental) return undefined;
   const candidates = await o.catalog.list({ volumeId: o.volumeId, status: 'available', repository: o.backend.url });
   const parent = candidates.at(-1);
@@ -132,6 +135,8 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   o.signal?.throwIfAborted();
+  checkIdentifier(o.volumeId, 'volume id');
+  if (o.backupId !== undefined) checkIdentifier(o.backupId, 'backup id');
   return withPool(o, (pool) => backupWith(o, pool));
 }
 

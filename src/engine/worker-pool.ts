@@ -21,6 +21,9 @@ interface Slot {
   busy: number;
 }
 
+/** The most worker threads a pool may have. */
+export const MAX_THREADS = 256;
+
 /** The default number of hashing/compression threads: one per core. */
 export function defaultThreads(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
@@ -38,6 +41,9 @@ export class WorkerPool {
   private failed: Error | undefined;
 
   constructor(readonly size = defaultThreads()) {
+    if (!Number.isSafeInteger(size) || size < 1 || size > MAX_THREADS) {
+      throw new InvalidInputError(`threads must be a whole number from 1 to ${MAX_THREADS}, got ${size}`);
+    }
     for (let i = 0; i < size; i++) {
       const worker = new Worker(new URL('./worker.js', import.meta.url));
       const slot: Slot = { worker, busy: 0 };

@@ -1,4 +1,5 @@
 import type { BackendKind } from '../backends/backend.js';
+import { InvalidInputError } from '../errors.js';
 
 /** Cinder's DRIVER_VERSION; the only repository format version there is. */
 export const FORMAT_VERSION = '1.0.0';
@@ -26,6 +27,21 @@ export function objectPrefix(
   const ts = prefixTimestamp(p.timestamp);
   if (kind === 'posix') return `volume_${p.volumeId}_${ts}_backup_${p.backupId}`;
   return `volume_${p.volumeId}/${ts}/az_${p.availabilityZone ?? 'nova'}_backup_${p.backupId}`;
+}
+
+/**
+ * Volume and backup ids (and the service's container names) become parts of object names and
+ * paths: letters, digits, dot, underscore or dash, starting with a letter or digit.
+ */
+export const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+
+export function checkIdentifier(value: string, what: string): string {
+  if (!IDENTIFIER.test(value)) {
+    throw new InvalidInputError(
+      `${what} '${value}' is not valid: use up to 255 letters, digits, dots, underscores or dashes, starting with a letter or digit`,
+    );
+  }
+  return value;
 }
 
 /** `'%s-%05d' % (prefix, n)`, n from 1. */

@@ -55,8 +55,7 @@ export class Requests {
     const volumeId = body.volume_id ?? volumeIdForPath(canonicalSourcePath(volume));
     const compression = writerLabel(body.compression ?? 'zstd');
     if (body.parent_id) {
-      const parent = await requireParent(this.catalog, this.backend, body.parent_id);
-      if (parent.volume_id !== volumeId) throw new InvalidInputError(`parent backup ${parent.id} is a backup of volume ${parent.volume_id}, not ${volumeId}`);
+      await requireParent(this.catalog, this.backend, body.parent_id, volumeId);
     } else if (body.incremental) {
       // The parent is chosen when the job runs: a full backup still queued counts.
       const base = (await this.catalog.list({ volumeId, repository: this.backend.url }))

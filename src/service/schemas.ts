@@ -1,8 +1,9 @@
 /** Request bodies and query strings of the HTTP API: validated with these, published from them. */
 import { z } from 'zod';
 import { COMPRESSION_CHOICES } from '../codecs/codec.js';
+import { IDENTIFIER } from '../format/naming.js';
 
-const id = z.string().min(1).max(255).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, underscore or dash');
+const id = z.string().regex(IDENTIFIER, 'up to 255 letters, digits, dots, underscores or dashes, starting with a letter or digit');
 const text = z.string().max(4096).nullable().optional();
 
 export const CreateBackupBody = z.strictObject({

@@ -44,6 +44,7 @@ describe('chunkvault CLI', () => {
   const vol = file('disk.img', v1);
   let fullId = '';
   let incrId = '';
+  let volumeId = '';
 
   it('backs up, then incrementally, the same volume (stable default volume id)', () => {
     const full = json('backup', vol, '--chunk-size', '128K', '--name', 'first');
@@ -56,6 +57,7 @@ describe('chunkvault CLI', () => {
     assert.equal(incr.bytes, v2.length);
     fullId = full.id;
     incrId = incr.id;
+    volumeId = full.volumeId;
   });
 
   it('lists and shows backups', () => {
@@ -96,6 +98,14 @@ describe('chunkvault CLI', () => {
     assert.ok(data.equals(v1), 'the pipe carried the full backup');
   });
 
+  it('an explicit parent names the volume: a copy of the image elsewhere continues its chain', () => {
+    const r = json('backup', file('copy-of-disk.img', v2), '--parent', incrId, '--chunk-size', '128K');
+    assert.equal(r.volumeId, volumeId);
+    assert.equal(r.parentId, incrId);
+    assert.equal(r.objects, 0, 'nothing changed');
+    assert.equal(json('delete', r.id).id, r.id);
+  });
+
   it('refuses bad input with one clear line and a non-zero exit', () => {
     failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
     failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
@@ -109,6 +119,13 @@ describe('chunkvault CLI', () => {
     assert.match(onTty.stdout, /chunkvault: error: standard output is a terminal: redirect it, or name a file or block device/);
     assert.ok(!readdirSync(tmp.dir).includes('-'), 'no file named - was written');
     failsCleanly(cv('backup', vol, '--repo', 'ftp://x'), 2, /unsupported repository address/);
+    failsCleanly(cv('backup', vol, '--threads', '0'), 2, /--threads: expected a whole number from 1 to 256, got '0'/);
+    failsCleanly(cv('restore', fullId, path.join(tmp.dir, 'y.img'), '--threads', 'many'), 2, /--threads: expected a whole number from 1 to 256, got 'many'/);
+    failsCleanly(cv('backup', vol, '--volume-id', 'a/b'), 2, /volume id 'a\/b' is not valid/);
+    failsCleanly(cv('backup', vol, '--backup-id', '../x'), 2, /backup id '\.\.\/x' is not valid/);
+    failsCleanly(cv('backup', vol, '--volume-id', 'another', '--parent', fullId), 2, /parent backup .* is a backup of volume .*, not another/);
+    failsCleanly(cv('delete', fullId, '--wait', 'soon'), 2, /--wait: expected a number of seconds, got 'soon'/);
+    failsCleanly(cv('serve', '--workers', '-1'), 2, /--workers: expected a whole number from 0 to 64, got '-1'/);
     failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
     failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);

@@ -246,6 +246,26 @@ describe('backup/restore round trips', () => {
     assert.equal(threadCount(), threads, 'the worker threads of the refused backups are gone');
   });
 
+  it('refuses ids that are not plain names, a parent of another volume and impossible thread counts', async () => {
+    const f = repo.file('ids.img', mixedVolume(100 * 1024));
+    const threads = threadCount();
+    for (const [opts, message] of [
+      [{ volumeId: 'a/b' }, /volume id 'a\/b' is not valid/],
+      [{ volumeId: '.hidden' }, /volume id '\.hidden' is not valid/],
+      [{ volumeId: 'x'.repeat(256) }, /volume id 'x+' is not valid/],
+      [{ volumeId: 'ok', backupId: '../escape' }, /backup id '\.\.\/escape' is not valid/],
+      [{ volumeId: 'ok', threads: 0 }, /threads must be a whole number from 1 to 256, got 0/],
+      [{ volumeId: 'ok', threads: Number.NaN }, /threads must be a whole number from 1 to 256, got NaN/],
+    ] as const) {
+      await assert.rejects(repo.backup(f, opts), (err: Error) => err instanceof InvalidInputError && message.test(err.message), JSON.stringify(opts));
+    }
+    const parent = await repo.backup(f, { volumeId: 'ids-a' });
+    await assert.rejects(repo.backup(f, { volumeId: 'ids-b', parentId: parent.id }),
+      (err: Error) => err instanceof InvalidInputError && err.message === `parent backup ${parent.id} is a backup of volume ids-a, not ids-b`);
+    assert.equal((await repo.catalog.list({ volumeId: 'ids-b' })).length, 0, 'nothing recorded');
+    assert.equal(threadCount(), threads, 'no worker threads left behind');
+  });
+
   it('every compression label round-trips; incompressible data is stored raw and labelled none', async () => {
     const v = Buffer.concat([pseudoRandom(64 * 1024, 11), Buffer.from('text '.repeat(13108)).subarray(0, 64 * 1024)]);
     for (const compression of ['none', 'zlib', 'gzip', 'bz2', 'bzip2', 'zstd', 'ZSTD', 'off']) {

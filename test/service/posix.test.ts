@@ -147,6 +147,8 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['POST', '/v1/backups', { volume: path.join(vols, 'link.img') }, svc.admin, 400, /resolves to .* not in the service's allowed/],
       ['POST', '/v1/backups', { volume: file, volume_id: 'vol-none', incremental: true }, svc.admin, 400, /make a full backup first/],
       ['POST', '/v1/backups', { volume: file, parent_id: 'nope' }, svc.admin, 404, /not in the catalog/],
+      ['POST', '/v1/backups', { volume: file, volume_id: 'vol-other', parent_id: parent }, svc.admin, 400, /is a backup of volume vol-bad, not vol-other/],
+      ['POST', '/v1/backups', { volume: file, volume_id: '../up' }, svc.admin, 400, /'volume_id'.*starting with a letter or digit/],
       ['POST', `/v1/backups/${parent}/restore`, { target: '/tmp/evil.img' }, svc.admin, 400, /not in the service's allowed/],
       ['POST', `/v1/backups/${parent}/restore`, { target: path.join(vols, 'r.img'), extra: 1 }, svc.admin, 400, /unknown field/],
       ['POST', '/v1/backups/nope/restore', { target: path.join(vols, 'r.img') }, svc.admin, 404, /not in the catalog/],
