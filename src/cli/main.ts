@@ -95,6 +95,9 @@ program
   .addOption(new Option('--timestamp <iso>', 'creation time (reproducible backups)').hideHelp())
   .action(async (source: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
+      if (source === '-' && o.incremental && !o.volumeId && !o.parent) {
+        throw new InvalidInputError('an incremental backup of stdin needs --volume-id (or --parent): stdin has no path to name its volume');
+      }
       // An explicit parent names the volume; otherwise stdin is a new volume, a path its own.
       const volumeId: string = o.volumeId ?? (o.parent
         ? (await requireBackup(ctx.catalog, o.parent, 'parent backup')).volume_id

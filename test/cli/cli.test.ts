@@ -124,6 +124,7 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', vol, '--volume-id', 'a/b'), 2, /volume id 'a\/b' is not valid/);
     failsCleanly(cv('backup', vol, '--backup-id', '../x'), 2, /backup id '\.\.\/x' is not valid/);
     failsCleanly(cv('backup', vol, '--volume-id', 'another', '--parent', fullId), 2, /parent backup .* is a backup of volume .*, not another/);
+    failsCleanly(cv('backup', '-', '--incremental'), 2, /an incremental backup of stdin needs --volume-id \(or --parent\)/);
     failsCleanly(cv('delete', fullId, '--wait', 'soon'), 2, /--wait: expected a number of seconds, got 'soon'/);
     failsCleanly(cv('serve', '--workers', '-1'), 2, /--workers: expected a whole number from 0 to 64, got '-1'/);
     failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
