@@ -276,7 +276,9 @@ function streamOutput(name: string, stream: Writable, close: boolean): Output {
     write: (data, position) => onTarget(name, `write at offset ${position}`, () => ordered.write(data, position)),
     commit: () => onTarget(name, 'finish writing it', async () => {
       if (close) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      ordered.detach();
     }),
+    // After a failure the listener stays: a late 'error' (a broken pipe) must not go unhandled.
     abort: async () => {
       if (close) stream.destroy();
     },

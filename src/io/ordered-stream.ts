@@ -29,10 +29,17 @@ export class OrderedStream {
   private failed: Error | undefined;
   private readonly copies: boolean;
 
+  private readonly onError = (err: Error) => this.fail(err);
+
   constructor(private readonly stream: Writable) {
     this.copies = !writesThrough(stream);
     // A broken pipe arrives as an 'error' event as well as through the write callback.
-    stream.on('error', (err: Error) => this.fail(err));
+    stream.on('error', this.onError);
+  }
+
+  /** Stops listening to the stream (which stays open: it is the caller's). */
+  detach(): void {
+    this.stream.off('error', this.onError);
   }
 
   get written(): number {

@@ -164,6 +164,7 @@ describe('backup/restore round trips', () => {
     const parts: Buffer[] = [];
     stream.on('data', (d: Buffer) => parts.push(d));
     await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target: 'stream', stream, threads: 1, ...opts });
+    assert.equal(stream.listenerCount('error'), 0, 'the restore no longer listens to the stream it was given');
     return Buffer.concat(parts);
   }
 
