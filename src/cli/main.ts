@@ -95,6 +95,9 @@ program
   .addOption(new Option('--timestamp <iso>', 'creation time (reproducible backups)').hideHelp())
   .action(async (source: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
+      if (source === '-' && process.stdin.isTTY) {
+        throw new InvalidInputError('stdin is a terminal: pipe the volume into it (cat disk.img | chunkvault backup -) or name the file');
+      }
       if (source === '-' && o.incremental && !o.volumeId && !o.parent) {
         throw new InvalidInputError('an incremental backup of stdin needs --volume-id (or --parent): stdin has no path to name its volume');
       }

@@ -117,6 +117,10 @@ async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined
   return parent;
 }
 
+function emptySource(source: VolumeSource): InvalidInputError {
+  return new InvalidInputError(`source ${source.name} is empty: there is nothing to back up`);
+}
+
 /** Marks promises as handled now; their errors still surface where they are awaited. */
 function quiet<T>(p: Promise<T>): Promise<T> {
   p.catch(() => {});
@@ -137,6 +141,8 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   o.signal?.throwIfAborted();
   checkIdentifier(o.volumeId, 'volume id');
   if (o.backupId !== undefined) checkIdentifier(o.backupId, 'backup id');
+  // Known to be empty up front (a file): refused before anything is recorded.
+  if (o.source.size === 0) throw emptySource(o.source);
   return withPool(o, (pool) => backupWith(o, pool));
 }
 
@@ -354,7 +360,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     }
     await Promise.all(uploads);
     signal.throwIfAborted();
-    if (offset === 0) throw new InvalidInputError(`source ${o.source.name} is empty: there is nothing to back up`);
+    if (offset === 0) throw emptySource(o.source);
     return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
 
     async function readChunks() {

@@ -178,6 +178,12 @@ export async function openSource(name: string, stdin: Readable = process.stdin):
     await fh.close();
     throw new InvalidInputError(`source ${name} is a directory, not a volume (expected a file, a block device or -)`);
   }
+  if (st.isCharacterDevice()) {
+    await fh.close();
+    throw new InvalidInputError(
+      `source ${name} is a character device (a terminal, /dev/zero...), not a volume (expected a file, a block device, a named pipe or -)`,
+    );
+  }
   if (st.isFIFO()) {
     // A named pipe is read like stdin, through the event loop: a cancel never waits for its writer.
     // The blocking open above waited for a writer; this second descriptor keeps the pipe open.

@@ -109,6 +109,13 @@ describe('chunkvault CLI', () => {
   it('refuses bad input with one clear line and a non-zero exit', () => {
     failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
     failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
+    const records = json('list', '--all').length;
+    failsCleanly(cv('backup', '/dev/zero'), 2, /source \/dev\/zero is a character device .*, not a volume/);
+    failsCleanly(cv('backup', file('empty.img', Buffer.alloc(0))), 2, /source .*empty\.img is empty: there is nothing to back up/);
+    assert.equal(json('list', '--all').length, records, 'refused sources leave no record behind');
+    const stdinTty = spawnSync('script', ['-qec', `'${process.execPath}' '${MAIN}' backup -`, '/dev/null'], { env, encoding: 'utf8' });
+    assert.equal(stdinTty.status, 2, stdinTty.stdout);
+    assert.match(stdinTty.stdout, /chunkvault: error: stdin is a terminal: pipe the volume into it/);
     failsCleanly(cv('restore', '00000000-0000-4000-8000-000000000000', path.join(tmp.dir, 'x.img')), 4, /backup 00000000-0000-4000-8000-000000000000 is not in the catalog/);
     failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
