@@ -225,16 +225,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
       throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
     }
     const out = await onTarget(target, 'open', () => DirectWriter.open(target, fsc.O_RDWR));
-    if (st.isFile()) await onTarget(target, `resize it to ${bytes} bytes`, () => out.fh.truncate(bytes)).catch(async (err) => {
-      await out.close().catch(() => {});
-      throw err;
-    });
-    return {
-      sparse: false, ordered: false, alignedBuffer: (n) => out.sharedAlignedBuffer(n),
-      write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
-      commit: () => onTarget(target, 'finish writing it', async () => (await out.sync(), await out.close())),
-      abort: () => out.close(),
-    };
+    return fileOutput(target, out, { sparse: false, size: st.isFile() ? bytes : undefined });
   }
   if (st && !(force && st.isFile())) {
     throw new InvalidInputError(
@@ -246,23 +237,45 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
   const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
     throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
   });
+  return fileOutput(target, out, {
+    sparse: true,
+    size: bytes,
+    async finish() {
+      await fsp.rename(tmp, target);
+      const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      await d.sync().finally(() => d.close());
+    },
+    cleanUp: () => fsp.rm(tmp, { force: true }),
+  });
+}
+
+/**
+ * A file or block device written through `out` at any position, first sized to `size` bytes
+ * (files); once the data is synced and closed, `finish` completes it; `cleanUp` undoes it.
+ */
+async function fileOutput(
+  target: string,
+  out: DirectWriter,
+  o: { sparse: boolean; size?: number; finish?: () => Promise<void>; cleanUp?: () => Promise<void> },
+): Promise<Output> {
   const abort = async () => {
     await out.close().catch(() => {});
-    await fsp.rm(tmp, { force: true });
+    await o.cleanUp?.();
   };
-  await onTarget(target, `size it to ${bytes} bytes`, () => out.fh.truncate(bytes)).catch(async (err) => {
-    await abort();
-    throw err;
-  });
+  if (o.size !== undefined) {
+    const size = o.size;
+    await onTarget(target, `size it to ${size} bytes`, () => out.fh.truncate(size)).catch(async (err) => {
+      await abort();
+      throw err;
+    });
+  }
   return {
-    sparse: true, ordered: false, alignedBuffer: (n) => out.sharedAlignedBuffer(n),
+    sparse: o.sparse, ordered: false, alignedBuffer: (n) => out.sharedAlignedBuffer(n),
     write: (data, position) => onTarget(target, `write at offset ${position}`, () => out.write(data, position)),
     commit: () => onTarget(target, 'finish writing it', async () => {
       await out.sync();
       await out.close();
-      await fsp.rename(tmp, target);
-      const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-      await d.sync().finally(() => d.close());
+      await o.finish?.();
     }),
     abort,
   };

@@ -30,6 +30,9 @@ describe('chunkvault CLI', () => {
     writeFileSync(p, data);
     return p;
   };
+  /** The command with a terminal for stdin, stdout and stderr (`script` gives it one); its output is stdout. */
+  const onTerminal = (...args: string[]) =>
+    spawnSync('script', ['-qec', [process.execPath, MAIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env, encoding: 'utf8', cwd: tmp.dir });
   const failsCleanly = (r: ReturnType<typeof cv>, code: number, pattern: RegExp) => {
     assert.equal(r.status, code, r.stderr);
     assert.equal(r.stdout, '');
@@ -113,15 +116,14 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', '/dev/zero'), 2, /source \/dev\/zero is a character device .*, not a volume/);
     failsCleanly(cv('backup', file('empty.img', Buffer.alloc(0))), 2, /source .*empty\.img is empty: there is nothing to back up/);
     assert.equal(json('list', '--all').length, records, 'refused sources leave no record behind');
-    const stdinTty = spawnSync('script', ['-qec', `'${process.execPath}' '${MAIN}' backup -`, '/dev/null'], { env, encoding: 'utf8' });
+    const stdinTty = onTerminal('backup', '-');
     assert.equal(stdinTty.status, 2, stdinTty.stdout);
     assert.match(stdinTty.stdout, /chunkvault: error: stdin is a terminal: pipe the volume into it/);
     failsCleanly(cv('restore', '00000000-0000-4000-8000-000000000000', path.join(tmp.dir, 'x.img')), 4, /backup 00000000-0000-4000-8000-000000000000 is not in the catalog/);
     failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
     failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
-    // `-` on a terminal: `script` gives the command one.
-    const onTty = spawnSync('script', ['-qec', `'${process.execPath}' '${MAIN}' restore ${fullId} -`, '/dev/null'], { env, encoding: 'utf8', cwd: tmp.dir });
+    const onTty = onTerminal('restore', fullId, '-');
     assert.equal(onTty.status, 2, onTty.stdout);
     assert.match(onTty.stdout, /chunkvault: error: standard output is a terminal: redirect it, or name a file or block device/);
     assert.ok(!readdirSync(tmp.dir).includes('-'), 'no file named - was written');
