@@ -4,7 +4,7 @@ import { Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { InvalidInputError, VolumeIOError } from '../errors.js';
-import { ALIGN, AlignedMemory, alignedView } from '../io/aligned.js';
+import { ALIGN, AlignedMemory, alignedView, readTrial } from '../io/aligned.js';
 import { sharedBuffer } from '../io/buffer-pool.js';
 
 /** A volume to back up, read front to back in whole chunks. */
@@ -71,7 +71,7 @@ class FileSource implements VolumeSource {
   async buffer(length: number): Promise<Buffer> {
     const direct = this.direct;
     if (direct && (this.size ?? 0) >= ALIGN) {
-      const view = await alignedView(sharedBuffer(length + ALIGN), length, async (v) => void (await direct.read(v, 0, ALIGN, 0)));
+      const view = await alignedView(sharedBuffer(length + ALIGN), length, readTrial(direct));
       if (view) return this.aligned.add(view);
     }
     return sharedBuffer(length);

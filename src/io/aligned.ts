@@ -4,6 +4,8 @@
  * start inside a slightly larger allocation is found by trial I/O.
  */
 
+import type { FileHandle } from 'node:fs/promises';
+
 /** The alignment used for every O_DIRECT transfer (a multiple of every common block size). */
 export const ALIGN = 4096;
 
@@ -22,6 +24,11 @@ export async function alignedView(raw: Buffer, length: number, attempt: (view: B
     }
   }
   return undefined;
+}
+
+/** A trial for alignedView: an O_DIRECT read of the first block of `fh` (reading changes nothing). */
+export function readTrial(fh: FileHandle): (view: Buffer) => Promise<void> {
+  return async (view) => void (await fh.read(view, 0, ALIGN, 0));
 }
 
 /** Remembers which memory has an aligned start, so that views into it can be checked. */

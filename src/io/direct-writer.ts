@@ -8,7 +8,7 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ALIGN, AlignedMemory, alignedView } from './aligned.js';
+import { ALIGN, AlignedMemory, alignedView, readTrial } from './aligned.js';
 import { BufferPool, sharedBuffer } from './buffer-pool.js';
 
 const STAGE_BYTES = 8 * 1024 * 1024;
@@ -39,7 +39,7 @@ function scratchFileAligner(dir: string): Aligner {
  * says nothing about the device's own alignment).
  */
 function deviceAligner(direct: fsp.FileHandle): Aligner {
-  return (raw, length) => alignedView(raw, length, async (view) => void (await direct.read(view, 0, ALIGN, 0)));
+  return (raw, length) => alignedView(raw, length, readTrial(direct));
 }
 
 const poolsByDevice = new Map<number, Promise<BufferPool | undefined>>();
