@@ -10,6 +10,11 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface ListOptions extends CallOptions {
+  /** Only names after this one (a listing resumed after a fault goes on where it stopped). */
+  after?: string;
+}
+
 export type BackendKind = 'posix' | 's3' | 'swift';
 
 export interface Backend {
@@ -31,7 +36,7 @@ export interface Backend {
    * Yields the name of every object in `container` whose name starts with `prefix`, each
    * exactly once, in no particular order. A missing container yields nothing.
    */
-  list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string>;
+  list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string>;
 
   /**
    * Stores `data` under `name`, replacing any previous object. The object appears whole
@@ -47,6 +52,12 @@ export interface Backend {
 
   /** Makes every completed put in `container` durable (posix: directory fsync). */
   flush(container: string, opts?: CallOptions): Promise<void>;
+
+  /**
+   * Removes what unfinished puts of objects named `prefix`* left behind (a process killed
+   * mid-write). Only backends whose puts can leave something have it.
+   */
+  sweep?(container: string, prefix: string, opts?: CallOptions): Promise<void>;
 
   /** Releases connections and handles. */
   close(): Promise<void>;

@@ -1,5 +1,6 @@
 /** Turning transport failures into chunkvault's error kinds, the same way for every HTTP store. */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { BackendError, ChunkvaultError, NotFoundError, TransientBackendError, type ErrorContext } from '../errors.js';
 
 /** HTTP statuses worth retrying: throttling and server-side faults. */
@@ -67,6 +68,8 @@ export function classifyFailure(
  * and then never fire.)
  */
 export async function withDeadline<T>(signal: AbortSignal | undefined, ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  // Every request in flight listens to the caller's signal: dozens at once are expected.
+  if (signal) setMaxListeners(0, signal);
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')), ms);
   const onAbort = () => ac.abort(signal!.reason);

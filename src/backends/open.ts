@@ -26,6 +26,19 @@ function int(v: string | null, what: string): number | undefined {
   return n;
 }
 
+/** An endpoint or auth URL: http(s), and no credentials in it (they would end up in records and messages). */
+function serviceUrl(v: string, what: string): URL {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new InvalidInputError(`${what} '${v}' is not a URL (expected http://host:port or https://...)`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new InvalidInputError(`${what} '${v}' must be an http:// or https:// URL`);
+  if (u.username || u.password) throw new InvalidInputError(`${what}: credentials do not belong in the repository address; use the environment`);
+  return u;
+}
+
 export interface OpenOptions {
   retry?: Partial<RetryPolicy>;
 }
@@ -59,6 +72,14 @@ export async function openBackend(address: string, opts: OpenOptions = {}): Prom
     if (!known.includes(key)) throw new InvalidInputError(`unknown ${scheme} address parameter '${key}' (known: ${known.join(', ')})`);
   }
   const pageSize = int(q.get('page_size'), 'page_size');
+  if (scheme === 'swift' && pageSize !== undefined && pageSize > 10_000) {
+    throw new InvalidInputError(`page_size must be at most 10000 for Swift (its listing limit), got ${pageSize}`);
+  }
+  for (const key of ['endpoint', 'auth']) {
+    const v = q.get(key);
+    if (v !== null) serviceUrl(v, key);
+  }
+  if (q.get('region') === '') throw new InvalidInputError('region must not be empty (leave it out for us-east-1 or AWS_REGION)');
   // Loaded on demand: most runs never touch an object store (the AWS SDK is large).
   const inner =
     scheme === 's3'

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
 import { DirectWriter } from '../io/direct-writer.js';
-import type { Backend, CallOptions } from './backend.js';
+import type { Backend, CallOptions, ListOptions } from './backend.js';
 
 /** Files being written carry this prefix, which no Cinder object prefix starts with. */
 export const TEMP_PREFIX = '.chunkvault-tmp-';
@@ -52,7 +52,12 @@ export class PosixBackend implements Backend {
     }
   }
 
-  async *list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
+  async *list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
+    const after = opts?.after;
+    for await (const name of this.walk(container, prefix, opts)) if (after === undefined || name > after) yield name;
+  }
+
+  private async *walk(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
     const base = this.resolve(container);
     const walk = async function* (dir: string, rel: string): AsyncIterable<string> {
       throwIfAborted(opts?.signal);
@@ -83,12 +88,14 @@ export class PosixBackend implements Backend {
     throwIfAborted(opts?.signal);
     const target = this.resolve(container, name);
     const dir = path.dirname(target);
-    const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    // Named after the object, so that `sweep` finds what a killed process left.
+    const tmp = path.join(dir, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(8).toString('hex')}`);
     let out: DirectWriter | undefined;
     try {
       if (name.includes('/')) await fsp.mkdir(dir, { recursive: true });
       out = await DirectWriter.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
       await out.write(data, 0);
+      await out.fh.chmod(0o660); // as Cinder's posix driver sets it, whatever the umask
       await out.sync();
       await out.close();
       out = undefined;
@@ -129,6 +136,21 @@ export class PosixBackend implements Backend {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw new BackendError(`cannot delete ${file}: ${(err as Error).message}`, { container, object: name, cause: err });
+    }
+  }
+
+  async sweep(container: string, prefix: string, opts?: CallOptions): Promise<void> {
+    throwIfAborted(opts?.signal);
+    const base = this.resolve(container, prefix);
+    const dir = prefix.endsWith('/') ? base : path.dirname(base);
+    const start = TEMP_PREFIX + (prefix.endsWith('/') ? '' : path.basename(base));
+    const names = await fsp.readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      if (!name.startsWith(start)) continue;
+      await fsp.rm(path.join(dir, name), { force: true }).catch((err: Error) => {
+        throw new BackendError(`cannot remove ${path.join(dir, name)}: ${err.message}`, { container, cause: err });
+      });
+      this.dirty.add(dir);
     }
   }
 

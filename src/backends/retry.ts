@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TransientBackendError } from '../errors.js';
-import type { Backend, BackendStats, CallOptions } from './backend.js';
+import type { Backend, BackendStats, CallOptions, ListOptions } from './backend.js';
 
 export interface RetryPolicy {
   /** Tries per call, the first included. */
@@ -22,8 +22,12 @@ export class RetryBackend implements Backend {
   readonly stats: BackendStats = { retries: 0 };
   private readonly policy: RetryPolicy;
 
+  readonly sweep?: Backend['sweep'];
+
   constructor(readonly inner: Backend, policy: Partial<RetryPolicy> = {}) {
     this.policy = { ...DEFAULT_RETRY, ...policy };
+    const sweep = inner.sweep?.bind(inner);
+    if (sweep) this.sweep = (container, prefix, opts) => this.run(() => sweep(container, prefix, opts), opts?.signal);
   }
 
   get kind() {
@@ -40,34 +44,64 @@ export class RetryBackend implements Backend {
   }
 
   private async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const started = Date.now();
-    for (let attempt = 1; ; attempt++) {
+    const faults = this.faults(signal);
+    for (;;) {
       try {
         return await fn();
       } catch (err) {
+        await faults.next(err);
+      }
+    }
+  }
+
+  /**
+   * Counts the faults of one call and waits before its next try; rethrows what is not a
+   * transient fault, and the fault that ends the tries. The time bound counts from the first
+   * fault: a request that timed out is still tried again.
+   */
+  private faults(signal?: AbortSignal) {
+    let attempt = 0;
+    let firstFault: number | undefined;
+    return {
+      next: async (err: unknown): Promise<void> => {
         if (!(err instanceof TransientBackendError) || signal?.aborted) throw err;
+        attempt++;
+        firstFault ??= Date.now();
         const delay = Math.random() * Math.min(this.policy.maxDelayMs, this.policy.baseDelayMs * 2 ** (attempt - 1));
-        if (attempt >= this.policy.attempts || Date.now() - started + delay > this.policy.totalMs) {
+        if (attempt >= this.policy.attempts || Date.now() - firstFault + delay > this.policy.totalMs) {
           throw new TransientBackendError(`${err.message} (gave up after ${attempt} attempts)`, err.context);
         }
         this.stats.retries++;
         await sleep(delay, undefined, { signal });
-      }
-    }
+      },
+      /** A call that made progress (a listing page came through) starts its count again. */
+      reset: () => {
+        attempt = 0;
+        firstFault = undefined;
+      },
+    };
   }
 
   ensureContainer(container: string, opts?: CallOptions): Promise<void> {
     return this.run(() => this.inner.ensureContainer(container, opts), opts?.signal);
   }
 
-  async *list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
-    // A listing restarts whole: a half-read one cannot resume safely across a fault.
-    const names = await this.run(async () => {
-      const all: string[] = [];
-      for await (const name of this.inner.list(container, prefix, opts)) all.push(name);
-      return all;
-    }, opts?.signal);
-    yield* names;
+  async *list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
+    // Names come in order: after a fault the listing resumes after the last name it gave.
+    const faults = this.faults(opts?.signal);
+    let after = opts?.after;
+    for (;;) {
+      try {
+        for await (const name of this.inner.list(container, prefix, { ...opts, after })) {
+          after = name;
+          faults.reset();
+          yield name;
+        }
+        return;
+      } catch (err) {
+        await faults.next(err);
+      }
+    }
   }
 
   put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {

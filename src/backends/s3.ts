@@ -2,8 +2,8 @@ import {
   CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
-import { TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions } from './backend.js';
+import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
 import { classifyFailure, md5, withDeadline } from './faults.js';
 
 export interface S3Options {
@@ -60,6 +60,9 @@ export class S3Backend implements Backend {
       if ((err as Error).name === 'TimeoutError' || (err as { cause?: Error }).cause?.name === 'TimeoutError' || (!opts?.signal?.aborted && (err as Error).name === 'AbortError')) {
         throw new TransientBackendError(`s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}: no answer within ${this.timeoutMs} ms`, ctx);
       }
+      if ((err as Error).name === 'CredentialsProviderError') {
+        throw new InvalidInputError(`s3: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile with AWS_PROFILE or profile=): ${(err as Error).message}`);
+      }
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = (err as Error).name;
       const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
@@ -84,12 +87,13 @@ export class S3Backend implements Backend {
     });
   }
 
-  async *list(bucket: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
+  async *list(bucket: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
     let token: string | undefined;
     do {
       const page = await this.call('list', { container: bucket }, opts, (abortSignal) =>
         this.client.send(new ListObjectsV2Command({
           Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: token, MaxKeys: this.opts.pageSize,
+          StartAfter: token === undefined ? opts?.after : undefined,
         }), { abortSignal }),
       ).catch((err) => {
         if ((err as Error).name === 'NotFoundError') return undefined; // no bucket: no objects
@@ -102,11 +106,19 @@ export class S3Backend implements Backend {
   }
 
   async put(bucket: string, key: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
-    await this.call('PUT', { container: bucket, object: key }, opts, (abortSignal) =>
+    const digest = md5(data);
+    const r = await this.call('PUT', { container: bucket, object: key }, opts, (abortSignal) =>
       this.client.send(new PutObjectCommand({
-        Bucket: bucket, Key: key, Body: ownMemory(data), ContentLength: data.length, ContentMD5: md5(data).toString('base64'),
+        Bucket: bucket, Key: key, Body: ownMemory(data), ContentLength: data.length, ContentMD5: digest.toString('base64'),
       }), { abortSignal }),
     );
+    // An S3 server answers a stored object with its ETag, the MD5 of the data for a plain PUT
+    // (encrypted stores answer other digests). No ETag at all: whatever answered stored nothing.
+    const etag = r.ETag?.replace(/"/g, '');
+    if (!etag || (/^[0-9a-f]{32}$/i.test(etag) && etag.toLowerCase() !== digest.toString('hex'))) {
+      throw new BackendError(`s3 PUT ${bucket}/${key}: the server answered ETag ${etag || '(none)'}, not the MD5 of the data ${digest.toString('hex')}`,
+        { container: bucket, object: key });
+    }
   }
 
   async get(bucket: string, key: string, opts?: CallOptions): Promise<Buffer> {

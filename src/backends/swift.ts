@@ -1,5 +1,5 @@
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions } from './backend.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
 import { classifyFailure, md5, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
@@ -208,9 +208,9 @@ export class SwiftBackend implements Backend {
     await this.request('PUT', `/${encodeName(container)}`, { container }, opts, {}, (r) => discard(r));
   }
 
-  async *list(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
+  async *list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
     const limit = this.opts.pageSize ?? 10_000;
-    let marker = '';
+    let marker = opts?.after ?? '';
     for (;;) {
       const q = new URLSearchParams({ format: 'json', limit: String(limit), prefix, marker });
       const page = await this.request('GET', `/${encodeName(container)}?${q}`, { container }, opts, { ok: [404] }, (r) =>
@@ -229,7 +229,7 @@ export class SwiftBackend implements Backend {
       body: ownMemory(data), headers: { etag, 'content-type': 'application/octet-stream' },
     }, (r) => discard(r).then(() => r.headers.get('etag')?.replace(/"/g, '')));
     if (stored !== etag) {
-      throw new BackendError(`swift PUT ${container}/${name}: the server stored ETag ${stored}, expected ${etag}`, ctx);
+      throw new BackendError(`swift PUT ${container}/${name}: the server answered ETag ${stored ?? '(none)'}, not the MD5 of the data ${etag}`, ctx);
     }
   }
 

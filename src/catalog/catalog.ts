@@ -83,6 +83,9 @@ export interface Catalog {
 /** The record of a backup that exists (deleted ones do not), or a NotFoundError naming it. */
 export async function requireBackup(catalog: Catalog, id: string, what = 'backup'): Promise<BackupRecord> {
   const rec = await catalog.get(id);
-  if (!rec || rec.status === 'deleted') throw new NotFoundError(`${what} ${id} is not in the catalog`, { backupId: id });
+  if (!rec) throw new NotFoundError(`${what} ${id} is not in the catalog`, { backupId: id });
+  if (rec.status === 'deleted') {
+    throw new NotFoundError(`${what} ${id} was deleted${rec.deleted_at ? ` at ${rec.deleted_at}` : ''}`, { backupId: id });
+  }
   return rec;
 }

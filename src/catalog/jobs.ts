@@ -87,6 +87,8 @@ export interface JobQueue {
   enqueue(job: NewJob): Promise<JobRecord>;
   get(id: string): Promise<JobRecord | undefined>;
   list(filter?: JobFilter): Promise<JobRecord[]>;
+  /** The newest job of each of these backups (backups without jobs are absent). */
+  latestFor(backupIds: string[]): Promise<Map<string, JobRecord>>;
   /**
    * Takes the oldest queued job whose resource has neither a running job nor an older queued
    * one, marks it running for `worker` with a lease of `leaseMs`. Safe between processes.

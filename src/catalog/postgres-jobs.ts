@@ -44,6 +44,13 @@ export class PostgresJobQueue implements JobQueue {
     return (await this.pool.query(sql, params)).rows.map(jobFromRow);
   }
 
+  async latestFor(backupIds: string[]): Promise<Map<string, JobRecord>> {
+    if (!backupIds.length) return new Map();
+    const { rows } = await this.pool.query(
+      'SELECT DISTINCT ON (backup_id) * FROM jobs WHERE backup_id = ANY($1) ORDER BY backup_id, seq DESC', [backupIds]);
+    return new Map(rows.map((r) => [r.backup_id as string, jobFromRow(r)]));
+  }
+
   async claim(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
     const client = await this.pool.connect();
     try {

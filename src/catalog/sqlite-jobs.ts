@@ -41,6 +41,14 @@ export class SqliteJobQueue implements JobQueue {
     return (this.db.prepare(sql).all(params) as Row[]).map(jobFromRow);
   }
 
+  async latestFor(backupIds: string[]): Promise<Map<string, JobRecord>> {
+    if (!backupIds.length) return new Map();
+    const rows = this.db.prepare(
+      `SELECT * FROM jobs WHERE seq IN (SELECT MAX(seq) FROM jobs WHERE backup_id IN (${backupIds.map(() => '?').join(',')}) GROUP BY backup_id)`,
+    ).all(...backupIds) as Row[];
+    return new Map(rows.map((r) => [r.backup_id as string, jobFromRow(r)]));
+  }
+
   async claim(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
     const now = new Date();
     const row = this.db.transaction(() =>

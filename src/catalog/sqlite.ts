@@ -61,21 +61,23 @@ export class SqliteCatalog implements Catalog {
   constructor(readonly file: string) {
     if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     this.db = new Database(file);
+    this.db.pragma('busy_timeout = 10000'); // first: several processes may create the file at once
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 10000');
     this.db.pragma('synchronous = FULL');
     this.migrate();
     this.jobs = new SqliteJobQueue(this.db);
   }
 
   private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
+    const version = () => this.db.pragma('user_version', { simple: true }) as number;
+    if (version() >= MIGRATIONS.length) return;
+    // Read again under the write lock: another process may have migrated meanwhile.
+    this.db.transaction(() => {
+      for (let v = version(); v < MIGRATIONS.length; v++) {
         this.db.exec(MIGRATIONS[v]!);
         this.db.pragma(`user_version = ${v + 1}`);
-      }).immediate();
-    }
+      }
+    }).immediate();
   }
 
   async create(record: NewBackupRecord): Promise<BackupRecord> {

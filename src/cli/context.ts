@@ -33,6 +33,13 @@ export interface Context {
   close(): Promise<void>;
 }
 
+let cancelledBy: CancelledError | undefined;
+
+/** Why the command was cancelled (SIGINT/SIGTERM), if it was. */
+export function cancellation(): CancelledError | undefined {
+  return cancelledBy;
+}
+
 /**
  * Opens the repository and catalog named by options or the environment (CHUNKVAULT_REPO,
  * CHUNKVAULT_CATALOG), else the embedded defaults. SIGINT/SIGTERM cancel the operation.
@@ -43,7 +50,8 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
-    controller.abort(new CancelledError(`cancelled by ${sig}`));
+    cancelledBy = new CancelledError(`cancelled by ${sig}`);
+    controller.abort(cancelledBy);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -12,8 +12,11 @@ import { resolveChain, restoreBackup } from '../engine/restore.js';
 import { canonicalSourcePath, openSource, volumeIdForPath } from '../engine/source.js';
 import { MAX_THREADS } from '../engine/worker-pool.js';
 import { ChunkvaultError, InvalidInputError } from '../errors.js';
-import { openContext, type Context, type GlobalOptions } from './context.js';
+import { cancellation, openContext, type Context, type GlobalOptions } from './context.js';
 import { formatBytes, formatRate, parseSize, table } from './output.js';
+
+/** Set while `restore -` writes the volume to standard output. */
+let stdoutCarriesVolume = false;
 
 /** A whole number from `min` to `max`. */
 function countOption(name: string, min: number, max: number) {
@@ -22,6 +25,14 @@ function countOption(name: string, min: number, max: number) {
     if (!(n >= min && n <= max)) throw new InvalidInputError(`${name}: expected a whole number from ${min} to ${max}, got '${v}'`);
     return n;
   };
+}
+
+/** A compression name in any case, as Cinder takes it. */
+function compressionOption(v: string): string {
+  if (!COMPRESSION_CHOICES.includes(v.toLowerCase())) {
+    throw new InvalidInputError(`--compression: '${v}' is not one of ${COMPRESSION_CHOICES.join(', ')}`);
+  }
+  return v;
 }
 
 /** A number of seconds (fractions allowed); `positive` refuses 0. */
@@ -82,7 +93,7 @@ program
   .argument('<source>', 'volume to read')
   .option('--incremental', 'store only blocks changed since the latest backup of the volume')
   .option('--parent <id>', 'explicit parent backup for an incremental backup')
-  .addOption(new Option('--compression <algorithm>', 'compression').choices(COMPRESSION_CHOICES.concat(COMPRESSION_CHOICES.map((c) => c.toUpperCase()))).default('zstd'))
+  .option('--compression <algorithm>', `compression: ${COMPRESSION_CHOICES.join(', ')} (any case)`, compressionOption, 'zstd')
   .option('--chunk-size <bytes>', 'bytes per data object (default 8M)', sizeOption('--chunk-size'))
   .option('--sha-block-size <bytes>', 'bytes per SHA-256 block (default 32K, or the parent\'s)', sizeOption('--sha-block-size'))
   .option('--container <name>', 'container (posix: directory under the repository)')
@@ -179,6 +190,7 @@ program
       if (toStdout && process.stdout.isTTY) {
         throw new InvalidInputError('standard output is a terminal: redirect it, or name a file or block device to restore into');
       }
+      stdoutCarriesVolume = toStdout;
       const r = await withProgress(ctx, (progress) => restoreBackup({
         backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, stream: toStdout ? process.stdout : undefined,
         toExisting: !!o.toExisting, force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
@@ -217,10 +229,10 @@ const catalogCmd = program.command('catalog').description('catalog maintenance')
 catalogCmd
   .command('rebuild')
   .description('recreate catalog records from the *_metadata objects of the repository')
-  .option('--container <name...>', 'containers to scan (object stores; default volumebackups)')
+  .option('--container <name...>', "containers to scan (object stores; default: the address's bucket or container)")
   .action(async (o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
-      const containers = ctx.backend.nestedContainers ? [''] : (o.container ?? ['volumebackups']);
+      const containers = ctx.backend.nestedContainers ? [''] : (o.container ?? [ctx.backend.defaultContainer ?? 'volumebackups']);
       const r = await rebuildCatalog(ctx.backend, ctx.catalog, containers, ctx.signal);
       print(ctx, r, `${r.added.length} backup(s) added, ${r.known.length} already known, ${r.unreadable.length} unreadable` +
         r.unreadable.map((u) => `\n  unreadable: ${u}`).join(''));
@@ -289,10 +301,22 @@ serviceOptions(program
     await runWorker({ ...cmd.optsWithGlobals(), ...o });
   });
 
-function fail(message: string, code: number): never {
+/** One line on stderr; with --json also one error object on stdout (unless stdout carries a volume). */
+function fail(message: string, code: number, kind: string): never {
   process.stderr.write(`chunkvault: error: ${message}\n`);
+  if (program.opts<GlobalOptions>().json && !stdoutCarriesVolume) {
+    process.stdout.write(JSON.stringify({ error: { code, kind, message } }, null, 2) + '\n');
+  }
   process.exit(code);
 }
+
+// A reader that stops early (`chunkvault list | head -1`) ends the output, not with a stack
+// trace. When stdout carries a volume, the restore itself reports the broken pipe.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (stdoutCarriesVolume) return;
+  if (err.code === 'EPIPE') process.exit(0);
+  fail(`cannot write to standard output: ${err.message}`, 7, 'VolumeIOError');
+});
 
 try {
   await program.parseAsync(process.argv);
@@ -300,7 +324,10 @@ try {
   if (err instanceof CommanderError) {
     process.exit(err.exitCode === 0 ? 0 : 2);
   }
-  if (err instanceof ChunkvaultError) fail(err.message, err.exitCode);
+  // A cancel may surface as whatever the interrupted call threw (an AbortError): it is a cancel.
+  const cancel = cancellation();
+  if (cancel && !(err instanceof ChunkvaultError)) fail(cancel.message, cancel.exitCode, cancel.name);
+  if (err instanceof ChunkvaultError) fail(err.message, err.exitCode, err.name);
   if (process.env.CHUNKVAULT_DEBUG) console.error(err);
-  fail(`unexpected failure: ${(err as Error)?.message ?? String(err)}`, 70);
+  fail(`unexpected failure: ${(err as Error)?.message ?? String(err)}`, 70, 'UnexpectedError');
 }

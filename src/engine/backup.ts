@@ -5,10 +5,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
-import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
+import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
-import { CancelledError, ConflictError, InvalidInputError, NotFoundError } from '../errors.js';
+import { CancelledError, ConflictError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
 import { encodeMetadata, encodeSha256File, type ObjectEntry } from '../format/metadata.js';
 import {
   FORMAT_VERSION, checkIdentifier, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
@@ -30,6 +31,10 @@ const UPLOAD_BYTES = 128 * 1024 * 1024;
 const WORKER_QUEUE_BYTES = 64 * 1024 * 1024;
 const OUTPUT_POOL_BYTES = 128 * 1024 * 1024;
 const READ_AHEAD = 4;
+/** How long object writes in flight may finish after a backup failed, before they are aborted. */
+const UPLOAD_DRAIN_MS = 10_000;
+/** The largest chunk: one read(2) and one object must stay under 2 GiB. */
+export const MAX_CHUNK_SIZE = 2 ** 31 - 1;
 const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
 export interface BackupOptions extends ProgressOptions {
@@ -89,13 +94,16 @@ function positiveInt(v: number, what: string): number {
   return v;
 }
 
+/** Complete backups an incremental may build on (one being restored is only being read). */
+const PARENT_STATUSES: BackupStatus[] = ['available', 'restoring'];
+
 /** An explicit parent: it must exist, be available, be of the same volume, and live in the repository written to. */
 export async function requireParent(catalog: Catalog, backend: Backend, parentId: string, volumeId: string): Promise<BackupRecord> {
   const parent = await requireBackup(catalog, parentId, 'parent backup');
   if (parent.volume_id !== volumeId) {
     throw new InvalidInputError(`parent backup ${parent.id} is a backup of volume ${parent.volume_id}, not ${volumeId}`, { backupId: parent.id });
   }
-  if (parent.status !== 'available') {
+  if (!PARENT_STATUSES.includes(parent.status)) {
     throw new ConflictError(`parent backup ${parent.id} is ${parent.status}, not available`, { backupId: parent.id });
   }
   if (parent.repository !== backend.url) {
@@ -107,8 +115,8 @@ export async function requireParent(catalog: Catalog, backend: Backend, parentId
 async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined> {
   if (o.parentId) return requireParent(o.catalog, o.backend, o.parentId, o.volumeId);
   if (!o.incremental) return undefined;
-  const candidates = await o.catalog.list({ volumeId: o.volumeId, status: 'available', repository: o.backend.url });
-  const parent = candidates.at(-1);
+  const candidates = await o.catalog.list({ volumeId: o.volumeId, repository: o.backend.url });
+  const parent = candidates.filter((r) => PARENT_STATUSES.includes(r.status)).at(-1);
   if (!parent) {
     throw new NotFoundError(
       `no available backup of volume ${o.volumeId} in ${o.backend.url} to base an incremental backup on; make a full backup first`,
@@ -153,7 +161,12 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const parentSha = parentLoc ? await readSha256File(o.backend, parentLoc, { signal: o.signal }) : undefined;
   const shaBlockSize = positiveInt(o.shaBlockSize ?? parentSha?.blockSize ?? DEFAULT_SHA_BLOCK_SIZE, 'sha block size');
   const chunkSize = positiveInt(o.chunkSize ?? DEFAULT_CHUNK_SIZE, 'chunk size');
-  if (chunkSize % shaBlockSize) throw new InvalidInputError('Chunk size is not multiple of block size for creating hash.');
+  if (chunkSize > MAX_CHUNK_SIZE) {
+    throw new InvalidInputError(`chunk size ${chunkSize} is too large: at most ${MAX_CHUNK_SIZE} bytes (2 GiB - 1; Cinder's largest default is 1999994880)`);
+  }
+  if (chunkSize % shaBlockSize) {
+    throw new InvalidInputError(`chunk size ${chunkSize} is not a multiple of the sha block size ${shaBlockSize} (Cinder requires it to hash whole blocks)`);
+  }
   if (parentSha && parentSha.blockSize !== shaBlockSize) {
     throw new InvalidInputError(
       `Hash block size has changed since the last backup. New hash block size: ${shaBlockSize}. Old hash block size: ${parentSha.blockSize}. Do a full backup.`,
@@ -162,7 +175,10 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   algorithmForLabel(compression);
 
   const id = o.backupId ?? randomUUID();
-  const timestamp = new Date(Math.floor((o.timestamp ?? new Date()).getTime() / 1000) * 1000);
+  // The catalog keeps the start to the millisecond (the latest backup of a volume is the one
+  // started last, even within a second); names and the metadata use whole seconds, as Cinder's.
+  const started = o.timestamp ?? new Date();
+  const timestamp = new Date(Math.floor(started.getTime() / 1000) * 1000);
   const createdAt = pythonDatetimeString(timestamp);
   const container = o.container ?? o.backend.defaultContainer ?? defaultContainer(o.backend.kind, id);
   const prefix = objectPrefix(o.backend.kind, {
@@ -197,8 +213,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     sha_block_size: shaBlockSize,
     source: o.source.name,
     worker: `${hostname()}:${process.pid}`,
-    created_at: timestamp.toISOString(),
-    data_timestamp: timestamp.toISOString(),
+    created_at: started.toISOString(),
+    data_timestamp: started.toISOString(),
   } as const;
   if (!o.recordExists) await o.catalog.create(record);
   else if (!(await o.catalog.update(id, record, ['creating']))) {
@@ -213,12 +229,21 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let deletedByUser = false;
-  const poll = setInterval(async () => {
+  // Another process may end the backup: a delete (`deleting`), or a service that gave this
+  // writer up for dead (`error`, its objects removed). Either way this writer stops.
+  const takenAway = async (): Promise<CancelledError | undefined> => {
     const rec = await o.catalog.get(id).catch(() => undefined);
-    if (rec && (rec.status === 'deleting' || rec.status === 'deleted')) {
+    if (!rec || rec.status === 'creating') return undefined;
+    if (rec.status === 'deleting' || rec.status === 'deleted') {
       deletedByUser = true;
-      stop.abort(new CancelledError(`backup ${id} was deleted while it was being written`, { backupId: id }));
+      return new CancelledError(`backup ${id} was deleted while it was being written`, { backupId: id });
     }
+    return new CancelledError(`backup ${id} was marked ${rec.status} by another process while it was being written` +
+      (rec.fail_reason ? ` (${rec.fail_reason})` : ''), { backupId: id });
+  };
+  const poll = setInterval(async () => {
+    const why = await takenAway();
+    if (why) stop.abort(why);
   }, o.cancelPollMs ?? 1000);
   poll.unref();
 
@@ -227,6 +252,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const written: string[] = [];
   const uploads = new Set<Promise<void>>();
   const signal = stop.signal;
+  // Object writes stop separately: after a failure they may finish (see the clean-up).
+  const uploadStop = new AbortController();
   try {
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
@@ -237,6 +264,9 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes }), { signal });
     await o.backend.flush(container, { signal });
     signal.throwIfAborted();
+    // The last look before the commit point: a backup given up elsewhere must not appear complete.
+    const gone = await takenAway();
+    if (gone) throw gone;
     written.push(metadataObjectName(prefix));
     await o.backend.put(container, metadataObjectName(prefix), encodeMetadata({
       ...sha, parentId: parent?.id ?? null, objects: result.entries, volumeMeta: null,
@@ -265,7 +295,12 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   } catch (err) {
     const reason = signal.aborted && signal.reason instanceof CancelledError ? signal.reason : err;
     stop.abort(reason);
-    await Promise.allSettled([...uploads]);
+    // Writes already sent may still land after an abort (the store has the data): they get a
+    // moment to finish, so that the clean-up sees and removes what they stored.
+    const drained = Promise.allSettled([...uploads]);
+    await Promise.race([drained, sleep(UPLOAD_DRAIN_MS, undefined, { ref: false })]);
+    uploadStop.abort(reason);
+    await drained;
     await cleanUp(reason as Error);
     throw reason;
   } finally {
@@ -283,9 +318,13 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     let halted = false; // set when the reader fails: no commit may start after that
     // Chunks at the workers: with small chunks up to 4 per thread, so none waits while the
     // oldest is committed; large ones are bounded by bytes (one per thread at least).
-    const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / chunkSize)));
+    // A volume smaller than a chunk needs buffers only as large as itself (Cinder's 1.86 GiB
+    // chunks would otherwise take gigabytes for a small image).
+    const size = o.source.size;
+    const bufferSize = size !== undefined && size > 0 ? Math.min(chunkSize, Math.ceil(size / 4096) * 4096) : chunkSize;
+    const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / bufferSize)));
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
-    const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / chunkSize)));
+    const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));
     const entries: ObjectEntry[] = [];
     const hashes: string[] = [];
     let storedBytes = 0;
@@ -297,8 +336,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     // garbage: one being read, those at the workers, those whose raw extents are being stored.
     // Reads run ahead of the workers, several at once where the source allows it (a disk serves
     // a few parallel requests faster than one at a time); they start in volume order.
-    const readAhead = o.source.parallelReads ? Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / chunkSize))) : 1;
-    const chunks = sharedBufferPool(chunkSize, maxInflight + maxUploads + readAhead, (n) => o.source.buffer(n));
+    const readAhead = o.source.parallelReads ? Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / bufferSize))) : 1;
+    const chunks = sharedBufferPool(bufferSize, maxInflight + maxUploads + readAhead, (n) => o.source.buffer(n));
     let issued: Promise<unknown> = Promise.resolve();
     const startRead = (): Promise<{ buffer: Buffer; data: Buffer }> => {
       const started = issued.then(async () => {
@@ -313,7 +352,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     // while they are small; a large one would keep resident as much as was ever written to it,
     // so large chunks get a fresh one each.
     const nOutputs = maxInflight + maxUploads;
-    const outputs = nOutputs * chunkSize <= OUTPUT_POOL_BYTES ? sharedBufferPool(chunkSize, nOutputs) : undefined;
+    const outputs = nOutputs * bufferSize <= OUTPUT_POOL_BYTES ? sharedBufferPool(bufferSize, nOutputs) : undefined;
 
     const commit = async (chunk: { result: Promise<BackupChunkResult>; length: number; buffer: Buffer; into: Buffer | undefined }) => {
       const r = await chunk.result;
@@ -329,7 +368,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
         written.push(name);
         while (uploads.size >= maxUploads) await Promise.race(uploads);
         // A failed write stops the whole backup at once (and is never lost from view).
-        const put: Promise<void> = o.backend.put(container, name, ext.data, { signal }).then(
+        const put: Promise<void> = o.backend.put(container, name, ext.data, { signal: uploadStop.signal }).then(
           () => void uploads.delete(put),
           (err: unknown) => {
             uploads.delete(put);
@@ -361,6 +400,10 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     await Promise.all(uploads);
     signal.throwIfAborted();
     if (offset === 0) throw emptySource(o.source);
+    // A file that shrank or grew while it was read gives no consistent volume.
+    if (size !== undefined && offset !== size) {
+      throw new VolumeIOError(`${o.source.name}: changed size while it was backed up (${size} bytes when opened, ${offset} read)`, { offset });
+    }
     return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
 
     async function readChunks() {
@@ -399,10 +442,11 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       deleted: 0,
       failed: [e.message],
     }));
-    const left = report.failed.length ? `; ${report.failed.length} object(s) could not be removed: ${report.failed[0]}` : '';
+    const left = report.failed.length ? `; removing its objects failed ${report.failed.length} time(s), first: ${report.failed[0]}` : '';
     const patch = deletedByUser
       ? { status: 'deleted' as const, deleted_at: new Date().toISOString(), fail_reason: `cancelled: deleted while running${left}`, worker: null }
       : { status: 'error' as const, fail_reason: `${reason.message}${left}`, worker: null };
-    await o.catalog.update(id, patch).catch(() => {});
+    // A record another process already ended (marked error, or deleted) keeps what it says.
+    await o.catalog.update(id, patch, ['creating', 'deleting']).catch(() => {});
   }
 }

@@ -50,6 +50,14 @@ export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
   if (rec.repository !== o.backend.url) {
     throw new InvalidInputError(`backup ${rec.id} lives in ${rec.repository}, not in ${o.backend.url} (use --repo)`, { backupId: rec.id });
   }
+  if (rec.status === 'restoring') {
+    // Being restored: refused while the restoring process runs; taken back from one that died.
+    if (writerAlive(rec.worker)) {
+      throw new ConflictError(`backup ${rec.id} is being restored (by ${rec.worker}); delete it when the restore has ended`, { backupId: rec.id });
+    }
+    await o.catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
+    rec = await requireBackup(o.catalog, o.backupId);
+  }
   let cancelledRunning = false;
   if (rec.status === 'creating' && (await o.catalog.update(rec.id, { status: 'deleting' }, ['creating']))) {
     cancelledRunning = true;
@@ -68,12 +76,17 @@ export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
   const report = rec.service_metadata === null
     ? { deleted: 0, failed: [] }
     : await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
+  if (report.failed.length && report.deleted === 0) {
+    // Not even `_metadata` could be removed: the backup is whole, and stays what it was.
+    if (rec.status === 'available' || rec.status === 'error') await o.catalog.update(rec.id, { status: rec.status }, ['deleting']);
+    throw new BackendError(`deleting backup ${rec.id} removed nothing: ${report.failed[0]}`, { backupId: rec.id });
+  }
   if (report.failed.length) {
     await o.catalog.update(rec.id, {
       status: 'error',
-      fail_reason: `delete incomplete: ${report.failed.length} object(s) remain: ${report.failed.slice(0, 3).join('; ')}`,
+      fail_reason: `delete incomplete: ${report.failed.length} removal(s) failed: ${report.failed.slice(0, 3).join('; ')}`,
     });
-    throw new BackendError(`deleting backup ${rec.id} left ${report.failed.length} object(s): ${report.failed[0]}`, {
+    throw new BackendError(`deleting backup ${rec.id} is incomplete: ${report.failed.length} removal(s) failed, first: ${report.failed[0]}`, {
       backupId: rec.id,
     });
   }

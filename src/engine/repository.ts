@@ -121,7 +121,7 @@ export async function removeBackupObjects(
   try {
     for await (const name of backend.list(loc.container, loc.prefix, opts)) names.add(name);
   } catch (err) {
-    report.failed.push(`listing ${loc.container}/${loc.prefix}*: ${(err as Error).message}`);
+    report.failed.push(`listing ${loc.container}/${loc.prefix}* failed, so objects of it may remain: ${(err as Error).message}`);
   }
   names.delete(meta);
   const queue = [...names];
@@ -129,6 +129,7 @@ export async function removeBackupObjects(
     for (let name = queue.pop(); name !== undefined; name = queue.pop()) await remove(name);
   });
   await Promise.all(workers);
+  await backend.sweep?.(loc.container, loc.prefix, opts).catch((err: Error) => void report.failed.push(err.message));
   await backend.flush(loc.container, opts);
   return report;
 }

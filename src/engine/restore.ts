@@ -3,13 +3,18 @@
  * block of the target comes from the newest object covering it, each needed object is
  * read once, checked (length, MD5, SHA-256 of every block) and its blocks written once.
  */
-import { constants as fsc, createWriteStream, promises as fsp } from 'node:fs';
+import { constants as fsc, openSync, promises as fsp } from 'node:fs';
+import { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
-import { ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
+import {
+  CancelledError, ChunkvaultError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError,
+} from '../errors.js';
 import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
 import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
@@ -21,6 +26,9 @@ import { DirectWriter } from '../io/direct-writer.js';
 import { OrderedStream } from '../io/ordered-stream.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
+const PIPE_READER_POLL_MS = 100;
+/** Names this process in the record of a backup it restores. */
+const RESTORER = `${hostname()}:${process.pid}`;
 
 /** The backups to replay, full first, ending with `id`. */
 export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
@@ -169,6 +177,11 @@ export interface RestoreOptions extends ProgressOptions {
   tempTag?: string;
   /** Memory for objects in flight (compressed and decompressed); default 320 MiB. */
   inFlightBytes?: number;
+  /**
+   * Asked at the end whether to give the backup its `available` status back (a service worker
+   * that lost its job meanwhile must not: another may be restoring it by then).
+   */
+  release?: () => Promise<boolean>;
 }
 
 export interface RestoreResult {
@@ -201,8 +214,29 @@ async function onTarget<T>(target: string, what: string, step: () => Promise<T>)
   try {
     return await step();
   } catch (err) {
+    if (err instanceof ChunkvaultError) throw err;
     throw new VolumeIOError(`${target}: cannot ${what}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Puts the finished temporary file at `target` unless something appeared there meanwhile
+ * (another restore, a user's file): that is left as it is. Where hard links are not supported,
+ * the name is checked just before a rename.
+ */
+async function linkNew(tmp: string, target: string): Promise<void> {
+  const appeared = () => new ConflictError(`${target} appeared while the restore ran; it was left as it is (restore again, with --force to replace it)`);
+  try {
+    await fsp.link(tmp, target);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw appeared();
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw err;
+    if (await fsp.lstat(target).then(() => true, () => false)) throw appeared();
+    await fsp.rename(tmp, target);
+    return;
+  }
+  await fsp.unlink(tmp);
 }
 
 /** Where a restore into a new file writes until it is complete. */
@@ -210,10 +244,30 @@ export function restoreTempPath(target: string, tag: string): string {
   return path.join(path.dirname(path.resolve(target)), `.${path.basename(target)}.chunkvault-tmp-${tag}`);
 }
 
-async function openOutput(target: string, bytes: number, toExisting: boolean, force: boolean, tag: string): Promise<Output> {
+/**
+ * Opens a named pipe for writing once a reader has opened it, without blocking a thread in
+ * open(2) (which no cancel could interrupt), and writes to it through the event loop.
+ */
+async function openPipe(target: string, signal?: AbortSignal): Promise<Socket> {
+  for (;;) {
+    try {
+      return new Socket({ fd: openSync(target, fsc.O_WRONLY | fsc.O_NONBLOCK), readable: false, writable: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw new VolumeIOError(`${target}: cannot open: ${(err as Error).message}`, { cause: err });
+    }
+    // No reader yet. A cancel ends the wait with its own reason.
+    await sleep(PIPE_READER_POLL_MS, undefined, { signal }).catch(() => signal!.throwIfAborted());
+  }
+}
+
+async function openOutput(
+  target: string, bytes: number, o: { toExisting: boolean; force: boolean; tag: string; signal?: AbortSignal },
+): Promise<Output> {
+  const { toExisting, force, tag } = o;
   const st = await fsp.stat(target).catch(() => undefined);
   // A named pipe takes the volume as a stream, whether or not it "exists".
-  if (st?.isFIFO()) return streamOutput(target, createWriteStream(target), true);
+  if (st?.isFIFO()) return streamOutput(target, await openPipe(target, o.signal), true, o.signal);
+  if (st?.isDirectory()) throw new InvalidInputError(`${target} is a directory, not a file, a block device or a named pipe`);
   if (toExisting) {
     if (!st) throw new InvalidInputError(`--to-existing: ${target} does not exist`);
     if (st.isBlockDevice()) {
@@ -224,8 +278,15 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     } else if (!st.isFile()) {
       throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
     }
-    const out = await onTarget(target, 'open', () => DirectWriter.open(target, fsc.O_RDWR));
-    return fileOutput(target, out, { sparse: false, size: st.isFile() ? bytes : undefined });
+    // A block device is opened exclusively: one that is mounted, or that another restore is
+    // writing, is refused.
+    const exclusive = st.isBlockDevice() ? fsc.O_EXCL : 0;
+    const out = await onTarget(target, 'open', () => DirectWriter.open(target, fsc.O_RDWR | exclusive).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY') throw err;
+      throw new ConflictError(`${target} is in use (mounted, or opened exclusively by another process such as a restore)`);
+    }));
+    // In place, as on a larger block device: a smaller file grows, bytes past the volume stay.
+    return fileOutput(target, out, { sparse: false, size: st.isFile() && st.size < bytes ? bytes : undefined });
   }
   if (st && !(force && st.isFile())) {
     throw new InvalidInputError(
@@ -241,7 +302,7 @@ async function openOutput(target: string, bytes: number, toExisting: boolean, fo
     sparse: true,
     size: bytes,
     async finish() {
-      await fsp.rename(tmp, target);
+      await (force ? fsp.rename(tmp, target) : linkNew(tmp, target));
       const d = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
       await d.sync().finally(() => d.close());
     },
@@ -282,17 +343,26 @@ async function fileOutput(
 }
 
 /** A stream output (standard output, a named pipe): every byte in order, nothing to take back. */
-function streamOutput(name: string, stream: Writable, close: boolean): Output {
+function streamOutput(name: string, stream: Writable, close: boolean, signal?: AbortSignal): Output {
   const ordered = new OrderedStream(stream);
+  // A cancel does not wait for a reader that stopped reading.
+  const onAbort = () => {
+    ordered.abort(signal!.reason instanceof Error ? signal!.reason : new CancelledError('cancelled'));
+    if (close) stream.destroy();
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const done = () => signal?.removeEventListener('abort', onAbort);
   return {
     sparse: false, ordered: true,
     write: (data, position) => onTarget(name, `write at offset ${position}`, () => ordered.write(data, position)),
     commit: () => onTarget(name, 'finish writing it', async () => {
       if (close) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
       ordered.detach();
+      done();
     }),
     // After a failure the listener stays: a late 'error' (a broken pipe) must not go unhandled.
     abort: async () => {
+      done();
       if (close) stream.destroy();
     },
   };
@@ -323,14 +393,33 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
 async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<RestoreResult> {
   const retriesBefore = retriesSoFar(o.backend);
-  const plan = await planRestore(o.backend, o.catalog, o.backupId, o.signal);
+  if (o.target === undefined && o.stream === undefined) {
+    return replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
+  }
+  // While it is written somewhere the backup is `restoring`, and a delete is refused (unless
+  // this process dies: then its record names a writer that is gone). Restores run side by side;
+  // a backup in any other status is refused by the plan.
+  const holding = await o.catalog.update(o.backupId, { status: 'restoring', worker: RESTORER }, ['available']);
+  try {
+    return await replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
+  } finally {
+    if (holding && (!o.release || (await o.release()))) {
+      await o.catalog.update(o.backupId, { status: 'available', worker: null }, ['restoring']).catch(() => {});
+    }
+  }
+}
+
+/** Reads, checks and (unless verifying) writes every object of the plan. */
+async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, retriesBefore: number): Promise<RestoreResult> {
   const verifyOnly = o.target === undefined && o.stream === undefined;
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const out = verifyOnly
     ? undefined
     : o.stream
-      ? streamOutput(o.target ?? 'stream', o.stream, false)
-      : await openOutput(o.target!, plan.bytes, !!o.toExisting, !!o.force, o.tempTag ?? randomBytes(6).toString('hex'));
+      ? streamOutput(o.target ?? 'stream', o.stream, false, o.signal)
+      : await openOutput(o.target!, plan.bytes, {
+        toExisting: !!o.toExisting, force: !!o.force, tag: o.tempTag ?? randomBytes(6).toString('hex'), signal: o.signal,
+      });
   const bs = plan.blockSize;
   let bytesWritten = 0;
   const pending: Promise<void>[] = [];
@@ -364,7 +453,13 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
       }
     };
     const restoreObject = async ({ layer, object, runs }: RestorePlan['reads'][number], into: Buffer) => {
-      const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal });
+      const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal }).catch((err: unknown) => {
+        // Listed a moment ago, gone now (lost, or quarantined by the store): the backup is damaged.
+        if (!(err instanceof NotFoundError)) throw err;
+        throw new IntegrityError(`backup ${layer.loc.id}: object ${object.name} (offset ${object.offset}) listed in its metadata is missing from container ${layer.loc.container}`, {
+          backupId: layer.loc.id, object: object.name, offset: object.offset,
+        });
+      });
       const r = await pool.run({
         kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
         offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs, into,

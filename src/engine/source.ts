@@ -162,9 +162,24 @@ class StreamSource implements VolumeSource {
   }
 }
 
+/**
+ * A named pipe, read like stdin through the event loop: opened without waiting for a writer
+ * (a blocking open(2) could not be cancelled), it yields data once one writes.
+ */
+function pipeSource(name: string): VolumeSource {
+  let fd: number;
+  try {
+    fd = openSync(name, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  } catch (err) {
+    throw new InvalidInputError(`cannot open source ${name}: ${(err as Error).message}`);
+  }
+  return new StreamSource(name, new Socket({ fd, readable: true, writable: false }));
+}
+
 /** Opens a regular file, a block device, a named pipe, or `-` (the given stdin stream). */
 export async function openSource(name: string, stdin: Readable = process.stdin): Promise<VolumeSource> {
   if (name === '-') return new StreamSource('-', stdin);
+  if ((await fsp.stat(name).catch(() => undefined))?.isFIFO()) return pipeSource(name);
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(name, fsc.O_RDONLY);
@@ -185,11 +200,8 @@ export async function openSource(name: string, stdin: Readable = process.stdin):
     );
   }
   if (st.isFIFO()) {
-    // A named pipe is read like stdin, through the event loop: a cancel never waits for its writer.
-    // The blocking open above waited for a writer; this second descriptor keeps the pipe open.
-    const fd = openSync(name, fsc.O_RDONLY | fsc.O_NONBLOCK);
-    await fh.close();
-    return new StreamSource(name, new Socket({ fd, readable: true, writable: false }));
+    await fh.close(); // it became a pipe after the look above
+    return pipeSource(name);
   }
   const size = st.isFile() ? st.size : st.isBlockDevice() ? blockDeviceSize(st) : undefined;
   const direct = await fsp.open(name, fsc.O_RDONLY | fsc.O_DIRECT).catch(() => undefined);

@@ -31,14 +31,15 @@ export function objectPrefix(
 
 /**
  * Volume and backup ids (and the service's container names) become parts of object names and
- * paths: letters, digits, dot, underscore or dash, starting with a letter or digit.
+ * paths: letters, digits, dot, underscore or dash, starting with a letter or digit; at most 64,
+ * so that every object name (and its temporary name) fits a 255-byte file name.
  */
-export const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+export const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function checkIdentifier(value: string, what: string): string {
   if (!IDENTIFIER.test(value)) {
     throw new InvalidInputError(
-      `${what} '${value}' is not valid: use up to 255 letters, digits, dots, underscores or dashes, starting with a letter or digit`,
+      `${what} '${value}' is not valid: use up to 64 letters, digits, dots, underscores or dashes, starting with a letter or digit`,
     );
   }
   return value;

@@ -26,6 +26,8 @@ export class OrderedStream {
   private next = 0;
   private readonly waiting = new Map<number, Piece>();
   private pumping = false;
+  /** The piece being written now. */
+  private current: Piece | undefined;
   private failed: Error | undefined;
   private readonly copies: boolean;
 
@@ -64,13 +66,15 @@ export class OrderedStream {
       for (let piece = this.waiting.get(this.next); piece && !this.failed; piece = this.waiting.get(this.next)) {
         this.waiting.delete(this.next);
         const p = piece;
+        this.current = p;
         try {
           const chunk = this.copies ? Buffer.from(p.data) : p.data;
           await new Promise<void>((resolve, reject) => this.stream.write(chunk, (err) => (err ? reject(err) : resolve())));
         } catch (err) {
-          p.reject(err as Error);
           this.fail(err as Error);
           return;
+        } finally {
+          this.current = undefined;
         }
         this.next += p.data.length;
         p.resolve();
@@ -80,8 +84,18 @@ export class OrderedStream {
     }
   }
 
+  /**
+   * Gives up: every piece not yet written, and the one being written, rejects with `err` now
+   * (a reader that stopped reading must not hold up a cancel). The stream may still hold the
+   * piece being written: the caller destroys it, or is about to exit.
+   */
+  abort(err: Error): void {
+    this.fail(err);
+  }
+
   private fail(err: Error): void {
     this.failed ??= err;
+    this.current?.reject(this.failed);
     for (const [position, piece] of this.waiting) {
       this.waiting.delete(position);
       piece.reject(this.failed);

@@ -67,10 +67,35 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (!text.trim()) throw new HttpError(400, 'request body: a JSON object is required');
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`);
+  }
+  refuseNul(value, 'request body');
+  return value;
+}
+
+/** No text the API takes may hold a NUL character: no path, name or id has one. */
+function refuseNul(value: unknown, where: string): void {
+  if (typeof value === 'string') {
+    if (value.includes('\0')) throw new HttpError(400, `${where}: text must not contain NUL characters`);
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => refuseNul(v, `${where}[${i}]`));
+  } else if (typeof value === 'object' && value !== null) {
+    for (const [k, v] of Object.entries(value)) {
+      refuseNul(k, where);
+      refuseNul(v, `${where} '${k}'`);
+    }
+  }
+}
+
+function decodeParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new HttpError(400, `path: '${raw}' is not valid percent-encoding`);
   }
 }
 
@@ -135,8 +160,8 @@ export class ApiServer {
         status: q.status, volumeId: q.volume_id, name: q.name, marker: q.marker, limit: limit + 1, repository: backend.url,
       });
       const page = rows.slice(0, limit);
-      const backups = await Promise.all(page.map(async (r) =>
-        backupView(r, r.status === 'creating' || r.status === 'restoring' || r.status === 'deleting' ? await latestJob(r.id) : undefined)));
+      const jobs = await catalog.jobs.latestFor(page.map((r) => r.id));
+      const backups = page.map((r) => backupView(r, jobs.get(r.id)));
       const links = rows.length > limit ? [{ rel: 'next', href: `/v1/backups?${new URLSearchParams({ ...query, marker: page.at(-1)!.id })}` }] : [];
       return [200, { backups, backups_links: links }];
     };
@@ -195,24 +220,26 @@ export class ApiServer {
         return;
       }
       const matching = this.routes.filter((r) => r.pattern.test(url.pathname));
+      // Only the open endpoints answer without a token: not even which paths exist.
+      const open = matching.some((r) => r.open);
+      const who = open ? undefined : this.auth.identify(req.headers.authorization);
+      if (!open && !who) throw new HttpError(401, 'a valid bearer token is required', { 'www-authenticate': 'Bearer' });
+      caller = who?.name;
       if (!matching.length) throw new HttpError(404, `no such resource: ${url.pathname}`);
       const route = matching.find((r) => r.method === req.method);
       if (!route) {
         throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { allow: matching.map((r) => r.method).join(', ') });
       }
       routeName = route.name;
-      if (!route.open) {
-        const who = this.auth.identify(req.headers.authorization);
-        if (!who) throw new HttpError(401, 'a valid bearer token is required', { 'www-authenticate': 'Bearer' });
-        caller = who.name;
-        if (route.mutates && who.role !== 'admin') throw new HttpError(403, `token '${who.name}' may only read`);
-      }
+      if (who && route.mutates && who.role !== 'admin') throw new HttpError(403, `token '${who.name}' may only read`);
       const query: Record<string, string> = {};
       for (const [k, v] of url.searchParams) {
         if (k in query) throw new HttpError(400, `query: parameter '${k}' given more than once`);
+        refuseNul(v, `query parameter '${k}'`);
         query[k] = v;
       }
-      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeParam);
+      for (const p of params) refuseNul(p, 'path');
       [status, body] = await route.handler({ req, params, query });
     } catch (err) {
       status = statusOf(err);

@@ -11,7 +11,6 @@ import type { ProgressEvent } from '../engine/progress.js';
 import { restoreBackup } from '../engine/restore.js';
 import { openSource } from '../engine/source.js';
 import type { WorkerPool } from '../engine/worker-pool.js';
-import { ConflictError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
 import type { BackupJobParams, RestoreJobParams } from './requests.js';
 
@@ -20,6 +19,8 @@ export interface ExecutorDeps {
   catalog: Catalog;
   allow: AllowList;
   pool: WorkerPool;
+  /** Whether this worker still holds the job (a worker given up for dead must not touch the backup). */
+  holds?: () => Promise<boolean>;
 }
 
 export function progressOf(e: ProgressEvent): JobProgress {
@@ -68,19 +69,12 @@ export async function executeJob(
   if (job.kind === 'restore') {
     const p = job.params as unknown as RestoreJobParams;
     const target = allow.check('target', p.target);
-    if (!(await catalog.update(job.backup_id, { status: 'restoring' }, ['available']))) {
-      const rec = await catalog.get(job.backup_id);
-      throw new ConflictError(`backup ${job.backup_id} is ${rec?.status ?? 'gone'}, not available: it cannot be restored now`);
-    }
-    try {
-      const r = await restoreBackup({
-        backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
-        tempTag: `job-${job.id}`, ...progress,
-      });
-      return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
-    } finally {
-      await catalog.update(job.backup_id, { status: 'available' }, ['restoring']);
-    }
+    // The backup is `restoring` meanwhile; a worker that lost its job leaves the status alone.
+    const r = await restoreBackup({
+      backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
+      tempTag: `job-${job.id}`, release: deps.holds, ...progress,
+    });
+    return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
   }
   const started = Date.now();
   const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });

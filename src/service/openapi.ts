@@ -8,11 +8,14 @@ const json = (s: object) => ({ content: { 'application/json': { schema: s } } })
 const wrap = (key: string, s: object) => ({ type: 'object', properties: { [key]: s }, required: [key] });
 const errors = Object.fromEntries(
   [['400', 'invalid request'], ['401', 'missing or invalid token'], ['403', 'token not allowed to change things'],
-    ['404', 'no such backup or job'], ['409', 'conflicts with the current status']]
+    ['404', 'no such backup or job'], ['405', 'method not allowed on this path'], ['409', 'conflicts with the current status'],
+    ['413', 'request body larger than 2 MiB'], ['500', 'internal error (logged by the server)'],
+    ['502', 'the repository answered with an error or holds damaged data'], ['503', 'the catalog or the repository is unreachable']]
     .map(([code, description]) => [code, { description, ...json(ref('Error')) }]),
 );
 const query = (s: z.ZodObject) =>
   Object.entries(s.shape).map(([name, f]) => ({ name, in: 'query', required: false, schema: schema(f as z.ZodType, 'input') }));
+const backupList = { type: 'object', properties: { backups: { type: 'array', items: ref('Backup') }, backups_links: { type: 'array' } } };
 const idParam = (name: string) => ({ name, in: 'path', required: true, schema: { type: 'string' } });
 
 export function openApiDocument(version: string): object {
@@ -30,9 +33,13 @@ export function openApiDocument(version: string): object {
     paths: {
       '/v1/backups': {
         get: { summary: 'List backups (oldest first)', parameters: query(ListBackupsQuery),
-          responses: { 200: { description: 'backups', ...json({ type: 'object', properties: { backups: { type: 'array', items: ref('Backup') }, backups_links: { type: 'array' } } }) }, ...errors } },
+          responses: { 200: { description: 'backups', ...json(backupList) }, ...errors } },
         post: { summary: 'Queue a backup of a volume', requestBody: { required: true, ...json(ref('CreateBackup')) },
           responses: { 202: { description: 'queued', ...json(wrap('backup', ref('Backup'))) }, ...errors } },
+      },
+      '/v1/backups/detail': {
+        get: { summary: 'List backups (oldest first); the same as GET /v1/backups, under Cinder\'s name', parameters: query(ListBackupsQuery),
+          responses: { 200: { description: 'backups', ...json(backupList) }, ...errors } },
       },
       '/v1/backups/{id}': {
         parameters: [idParam('id')],

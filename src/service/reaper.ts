@@ -52,7 +52,7 @@ async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Prom
   if (rec.repository === backend.url && rec.service_metadata) {
     const report = await removeBackupObjects(backend, locate(rec));
     note = report.failed.length
-      ? `; ${report.failed.length} partial object(s) could not be removed: ${report.failed[0]}`
+      ? `; removing its partial objects failed ${report.failed.length} time(s), first: ${report.failed[0]}`
       : `; ${report.deleted} partial object(s) removed`;
   } else if (rec.service_metadata) {
     note = `; partial objects left in ${rec.repository} (not open here)`;

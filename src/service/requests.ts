@@ -3,6 +3,7 @@
  * the work. Every check that can refuse a request runs before anything is written.
  */
 import { randomUUID } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { requireParent } from '../engine/backup.js';
@@ -59,7 +60,7 @@ export class Requests {
     } else if (body.incremental) {
       // The parent is chosen when the job runs: a full backup still queued counts.
       const base = (await this.catalog.list({ volumeId, repository: this.backend.url }))
-        .filter((r) => r.status === 'available' || r.status === 'creating');
+        .filter((r) => r.status === 'available' || r.status === 'restoring' || r.status === 'creating');
       if (!base.length) {
         throw new InvalidInputError(`no backup of volume ${volumeId} to base an incremental backup on; make a full backup first`);
       }
@@ -94,6 +95,9 @@ export class Requests {
     const rec = await this.record(id);
     const target = this.allow.check('target', body.target);
     if (body.force && body.to_existing) throw new InvalidInputError('force and to_existing exclude each other');
+    if ((await stat(target).catch(() => undefined))?.isDirectory()) {
+      throw new InvalidInputError(`target '${target}' is a directory, not a file, a block device or a named pipe`);
+    }
     if (rec.status !== 'available') throw new ConflictError(`backup ${id} is ${rec.status}, not available: it cannot be restored now`);
     if (rec.repository !== this.backend.url) throw new InvalidInputError(`backup ${id} lives in ${rec.repository}, which this service does not serve`);
     const params: RestoreJobParams = { target, force: !!body.force, to_existing: !!body.to_existing };
@@ -121,11 +125,16 @@ export class Requests {
       return { backup: (await this.catalog.get(id)) ?? rec, job: writer ?? null };
     }
     if (rec.repository !== this.backend.url) throw new InvalidInputError(`backup ${id} lives in ${rec.repository}, which this service does not serve`);
+    // Jobs on one backup run in order: a restore asked for first is not overtaken by the delete.
+    const [waiting] = await this.catalog.jobs.list({ backupId: id, status: 'queued', kind: 'restore', limit: 1 });
+    if (waiting) throw new ConflictError(`backup ${id} has a queued restore (job ${waiting.id}); cancel it or let it finish first`);
     if (!(await this.catalog.update(id, { status: 'deleting' }, ['available', 'error']))) {
       const now = await this.record(id);
       throw new ConflictError(`backup ${id} is ${now.status}; it cannot be deleted now`);
     }
-    const job = await this.catalog.jobs.enqueue({ id: randomUUID(), kind: 'delete', backup_id: id, resource: `backup:${id}`, params: { attempt: 1 } });
+    // Cancelling the delete before it starts gives the backup its status back.
+    const params = { attempt: 1, previous_status: rec.status };
+    const job = await this.catalog.jobs.enqueue({ id: randomUUID(), kind: 'delete', backup_id: id, resource: `backup:${id}`, params });
     return { backup: await this.record(id), job };
   }
 
@@ -137,7 +146,9 @@ export class Requests {
       await this.catalog.update(now.backup_id, { status: 'error', fail_reason: 'cancelled before it started' }, ['creating']);
     }
     if (now.status === 'cancelled' && now.kind === 'delete') {
-      await this.catalog.update(now.backup_id, { status: 'error', fail_reason: 'delete cancelled before it started' }, ['deleting']);
+      // Nothing was removed: the backup is as it was before the delete was asked for.
+      const previous = now.params.previous_status === 'error' ? 'error' : 'available';
+      await this.catalog.update(now.backup_id, { status: previous }, ['deleting']);
     }
     return now;
   }

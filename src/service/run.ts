@@ -80,11 +80,13 @@ export async function runWorker(o: ServiceCliOptions): Promise<void> {
   worker.start();
   log.info({ worker: worker.name, repository: backend.url, lease_ms: config.leaseMs, volumes: allow.patterns }, 'worker started');
   await shutdownSignal(log);
-  await worker.stop(config.shutdownTimeoutMs);
+  const clean = await worker.stop(config.shutdownTimeoutMs);
   await catalog.close();
   await backend.close();
-  log.info({ worker: worker.name }, 'worker stopped');
+  log.info({ worker: worker.name, clean }, 'worker stopped');
   if (process.connected) process.disconnect(); // the channel to `serve` would keep this process alive
+  // A job stuck in a system call would keep the process alive: it is abandoned, so exit.
+  if (!clean) setTimeout(() => process.exit(1), 1000).unref();
 }
 
 export async function runServe(o: ServiceCliOptions & { workers: number }): Promise<void> {

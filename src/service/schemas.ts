@@ -2,8 +2,9 @@
 import { z } from 'zod';
 import { COMPRESSION_CHOICES } from '../codecs/codec.js';
 import { IDENTIFIER } from '../format/naming.js';
+import { MAX_CHUNK_SIZE } from '../engine/backup.js';
 
-const id = z.string().regex(IDENTIFIER, 'up to 255 letters, digits, dots, underscores or dashes, starting with a letter or digit');
+const id = z.string().regex(IDENTIFIER, 'up to 64 letters, digits, dots, underscores or dashes, starting with a letter or digit');
 const text = z.string().max(4096).nullable().optional();
 
 export const CreateBackupBody = z.strictObject({
@@ -15,7 +16,7 @@ export const CreateBackupBody = z.strictObject({
   volume_id: id.optional().describe('volume id (default: derived from the volume path, as the CLI does)'),
   container: id.optional(),
   compression: z.enum(COMPRESSION_CHOICES as [string, ...string[]]).optional(),
-  chunk_size: z.number().int().positive().max(2 ** 31).optional(),
+  chunk_size: z.number().int().positive().max(MAX_CHUNK_SIZE).optional(),
 });
 export type CreateBackupBody = z.infer<typeof CreateBackupBody>;
 
@@ -31,7 +32,8 @@ export const ImportBody = z.strictObject({
   backup_url: z.string().min(1).max(1_000_000),
 });
 
-const limit = z.coerce.number().int().min(1).max(1000);
+const limit = z.string().regex(/^[0-9]{1,4}$/, 'expected a whole number from 1 to 1000').transform(Number)
+  .pipe(z.number().int().min(1).max(1000));
 const BACKUP_STATUSES = ['creating', 'available', 'error', 'deleting', 'deleted', 'restoring'] as const;
 
 export const ListBackupsQuery = z.strictObject({
@@ -76,7 +78,7 @@ export const BackupView = z.object({
   created_at: z.string(),
   updated_at: z.string().nullable(),
   data_timestamp: z.string().nullable(),
-  job_id: z.string().nullable().describe('the latest job on this backup'),
+  job_id: z.string().nullable().describe('the latest job on this backup (null when it never had one)'),
   progress: Progress,
 });
 

@@ -15,6 +15,9 @@ import { executeJob } from './executor.js';
 import type { Logger } from './log.js';
 import { reapAbandonedJobs } from './reaper.js';
 
+/** How long a cancelled job gets to stop at shutdown. */
+const STOP_GRACE_MS = 10_000;
+
 export interface WorkerOptions {
   catalog: Catalog;
   backend: Backend;
@@ -45,8 +48,11 @@ export class JobWorker {
     this.loop ??= this.run();
   }
 
-  /** Stops claiming; lets the running job finish for up to `timeoutMs`, then cancels it. */
-  async stop(timeoutMs: number): Promise<void> {
+  /**
+   * Stops claiming; lets the running job finish for up to `timeoutMs`, then cancels it.
+   * False when the cancelled job did not stop either (it is left to its lease).
+   */
+  async stop(timeoutMs: number): Promise<boolean> {
     this.stopping = true;
     this.wake.abort();
     const cur = this.current;
@@ -60,11 +66,24 @@ export class JobWorker {
       if (!finished) {
         this.o.log.warn({ job: cur.job.id }, 'shutdown deadline reached: cancelling the running job');
         cur.abort.abort(new CancelledError('cancelled: the worker is shutting down'));
-        await cur.done;
+        // A job stuck in a call that cannot be interrupted does not hold the shutdown: its lease
+        // runs out and whoever notices cleans up after it.
+        const grace = new AbortController();
+        const stopped = await Promise.race([
+          cur.done.then(() => true),
+          sleep(STOP_GRACE_MS, false, { signal: grace.signal }).catch(() => true),
+        ]);
+        grace.abort();
+        if (!stopped) {
+          this.o.log.error({ job: cur.job.id }, 'the cancelled job did not stop: leaving it to its lease');
+          await this.pool.close();
+          return false;
+        }
       }
     }
     await this.loop;
     await this.pool.close();
+    return true;
   }
 
   private async run(): Promise<void> {
@@ -113,7 +132,8 @@ export class JobWorker {
       try {
         await beat(); // a cancel that arrived while the job was being claimed
         abort.signal.throwIfAborted();
-        outcome = await executeJob(job, { ...this.o, pool: this.pool }, abort.signal, (p) => (latest = p));
+        const holds = async () => (await catalog.jobs.heartbeat(job.id, this.name, leaseMs).catch(() => null)) !== undefined;
+        outcome = await executeJob(job, { ...this.o, pool: this.pool, holds }, abort.signal, (p) => (latest = p));
         status = 'succeeded';
       } catch (err) {
         const e = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason : (err as Error);

@@ -43,6 +43,18 @@ export function jobQueueConformance(name: string, newAddress: () => Promise<stri
       assert.deepEqual((await jobs.list({ backupId: 'b-j1' })).map((j) => j.id), ['j1']);
     });
 
+    it("finds each backup's newest job in one call", async () => {
+      const { jobs } = await fresh();
+      await jobs.enqueue(job('a1', 'vol:A', { backup_id: 'A' }));
+      await jobs.enqueue(job('b1', 'vol:B', { backup_id: 'B' }));
+      await jobs.enqueue(job('a2', 'backup:A', { backup_id: 'A', kind: 'restore' }));
+      await jobs.enqueue(job('c1', 'vol:C', { backup_id: 'C' }));
+      const latest = await jobs.latestFor(['A', 'B', 'none']);
+      assert.deepEqual([...latest.entries()].map(([b, j]) => [b, j.id]).sort(), [['A', 'a2'], ['B', 'b1']]);
+      assert.equal(latest.get('A')!.kind, 'restore');
+      assert.equal((await jobs.latestFor([])).size, 0);
+    });
+
     it('runs jobs on one resource one at a time, in queue order', async () => {
       const { jobs } = await fresh();
       await jobs.enqueue(job('full', 'vol:A'));

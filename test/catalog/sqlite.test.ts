@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, it } from 'node:test';
 import { openCatalog } from '../../src/catalog/open.js';
 import { CatalogError, InvalidInputError } from '../../src/errors.js';
@@ -44,5 +45,20 @@ it('sqlite: a full disk under the catalog fails the write with an error naming t
     assert.equal((await c.list()).length, written - 1);
   } finally {
     await c.close();
+  }
+});
+
+it('sqlite: processes creating one new catalog at the same moment all open it (the schema is made once)', async () => {
+  // Each process opens the file, makes the schema if it is missing, and lists (through the CLI).
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+  for (let round = 0; round < 6; round++) {
+    const file = path.join(tmp.dir, `race-${round}.db`);
+    const runs = await Promise.all(Array.from({ length: 8 }, () => new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [main, '--repo', path.join(tmp.dir, 'race-repo'), '--catalog', file, 'list'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      child.on('close', (code) => resolve({ code, err }));
+    })));
+    for (const r of runs) assert.equal(r.code, 0, `round ${round}: ${r.err}`);
   }
 });

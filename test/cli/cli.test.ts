@@ -121,7 +121,15 @@ describe('chunkvault CLI', () => {
     assert.match(stdinTty.stdout, /chunkvault: error: stdin is a terminal: pipe the volume into it/);
     failsCleanly(cv('restore', '00000000-0000-4000-8000-000000000000', path.join(tmp.dir, 'x.img')), 4, /backup 00000000-0000-4000-8000-000000000000 is not in the catalog/);
     failsCleanly(cv('backup', vol, '--chunk-size', 'lots'), 2, /--chunk-size: invalid size 'lots'/);
-    failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /Chunk size is not multiple of block size/);
+    failsCleanly(cv('backup', vol, '--chunk-size', '100000'), 2, /chunk size 100000 is not a multiple of the sha block size 32768/);
+    failsCleanly(cv('backup', vol, '--chunk-size', '2G'), 2, /chunk size 2147483648 is too large: at most 2147483647 bytes/);
+    failsCleanly(cv('backup', vol, '--volume-id', 'v'.repeat(65)), 2, /volume id 'v{65}' is not valid: use up to 64 letters/);
+    failsCleanly(cv('backup', vol, '--compression', 'lz4'), 2, /--compression: 'lz4' is not one of none, off, no, zlib, gzip, bz2, bzip2, zstd/);
+    assert.equal(json('list', '--all').length, records, 'nor do refused options');
+    // With --json, a failure is also one object on stdout.
+    const missing = cv('--json', 'restore', 'nope', path.join(tmp.dir, 'x.img'));
+    assert.equal(missing.status, 4);
+    assert.deepEqual(JSON.parse(missing.stdout), { error: { code: 4, kind: 'NotFoundError', message: 'backup nope is not in the catalog' } });
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
     const onTty = onTerminal('restore', fullId, '-');
     assert.equal(onTty.status, 2, onTty.stdout);
@@ -137,6 +145,19 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('delete', fullId, '--wait', 'soon'), 2, /--wait: expected a number of seconds, got 'soon'/);
     failsCleanly(cv('serve', '--workers', '-1'), 2, /--workers: expected a whole number from 0 to 64, got '-1'/);
     failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
+    const leaky = cv('backup', vol, '--repo', 's3://b?endpoint=http://user:hush@127.0.0.1:1');
+    failsCleanly(leaky, 2, /endpoint: credentials do not belong in the repository address; use the environment/);
+    assert.doesNotMatch(leaky.stderr, /hush/);
+    failsCleanly(cv('backup', vol, '--repo', 'swift://c?auth=http://user:hush@127.0.0.1:1/auth/v1.0'), 2, /auth: credentials do not belong/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=127.0.0.1:8080'), 2, /endpoint '127\.0\.0\.1:8080' is not a URL/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=ftp://127.0.0.1:1'), 2, /endpoint 'ftp:\/\/127\.0\.0\.1:1' must be an http:\/\/ or https:\/\/ URL/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&region='), 2, /region must not be empty/);
+    failsCleanly(cv('backup', vol, '--repo', 'swift://c?auth=http://127.0.0.1:1/auth/v1.0&page_size=20000'), 2, /page_size must be at most 10000 for Swift/);
+    // No S3 credentials anywhere: said so, as bad input.
+    const bare = { ...env, HOME: tmp.dir, AWS_EC2_METADATA_DISABLED: 'true' };
+    for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'AWS_SESSION_TOKEN']) delete (bare as Record<string, unknown>)[k];
+    failsCleanly(spawnSync(process.execPath, [MAIN, 'backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1'], { env: bare, encoding: 'utf8' }), 2,
+      /s3: no credentials \(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
     failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);
     assert.doesNotMatch(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db').stderr, /secret/);
@@ -177,7 +198,10 @@ describe('chunkvault CLI', () => {
     assert.equal(JSON.parse(r.stdout).parent_id, fullId);
     const restored = spawnSync(process.execPath, [MAIN, 'verify', incrId, '--catalog', other], { env, encoding: 'utf8' });
     assert.equal(restored.status, 0, restored.stderr);
-    failsCleanly(imp(exported.backup_url), 5, /already in the catalog/);
+    const again = imp(exported.backup_url);
+    assert.equal(again.status, 5);
+    assert.match(again.stderr, /^chunkvault: error: backup .* is already in the catalog\n$/);
+    assert.equal(JSON.parse(again.stdout).error.kind, 'ConflictError');
   });
 
   it('rebuilds a lost catalog from the repository', () => {
@@ -191,6 +215,47 @@ describe('chunkvault CLI', () => {
     const out = path.join(tmp.dir, 'rebuilt.img');
     assert.equal(spawnSync(process.execPath, [MAIN, 'restore', incrId, out, '--catalog', lost], { env }).status, 0);
     assert.ok(readFileSync(out).equals(v2));
+  });
+
+  it('takes compression names in any case, as Cinder does', () => {
+    const r = json('backup', file('mixed-case.img', pseudoRandom(100_000, 12)), '--compression', 'Zstd', '--volume-id', 'mixed-case');
+    assert.equal(json('show', r.id).record.compression, 'zstd');
+    assert.equal(json('delete', r.id).id, r.id);
+  });
+
+  it('a reader that stops early ends the output quietly', async () => {
+    const child = spawn(process.execPath, [MAIN, 'show', fullId], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.once('data', () => child.stdout.destroy()); // as `| head -1` does
+    const code = await new Promise((r) => child.on('exit', r));
+    assert.equal(stderr, '');
+    assert.equal(code, 0);
+  });
+
+  it('SIGINT at any moment of a restore or verify is a cancel: exit 130, one line, no file left', async () => {
+    const big = file('interrupted.img', pseudoRandom(64 << 20, 13));
+    const { id } = json('backup', big, '--chunk-size', '1M', '--volume-id', 'interrupted');
+    const outcomes: string[] = [];
+    for (const [i, delay] of [400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300].entries()) {
+      const target = path.join(tmp.dir, `interrupted-${i}.img`);
+      const args = i % 2 ? ['verify', id] : ['restore', id, target];
+      const child = spawn(process.execPath, [MAIN, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<[number | null, string | null]>((r) => child.on('close', (c, sig) => r([c, sig])));
+      await new Promise((r) => setTimeout(r, delay));
+      child.kill('SIGINT');
+      const [code, signal] = await exited;
+      outcomes.push(`${args[0]} after ${delay} ms: ${code ?? signal} ${stderr.trim()}`);
+      // Finished before the signal (0), cancelled (130) and said so, or stopped by the signal
+      // before Node had started the command (a slow start): never an "unexpected failure".
+      const beforeStart = signal === 'SIGINT' && stderr === '';
+      assert.ok(code === 0 || beforeStart || (code === 130 && stderr === 'chunkvault: error: cancelled by SIGINT\n'), outcomes.at(-1));
+      if (code !== 0) assert.deepEqual(readdirSync(tmp.dir).filter((f) => f.includes(`interrupted-${i}.img`)), []);
+    }
+    assert.ok(outcomes.some((o) => / 130 /.test(o)), outcomes.join('\n'));
+    assert.equal(json('delete', id).id, id);
   });
 
   it('deletes newest first', () => {

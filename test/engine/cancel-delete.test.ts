@@ -69,6 +69,45 @@ describe('cancellation, failures and delete', () => {
     }
   });
 
+  it('a writer whose backup another process gave up on (marked error) stops, and never commits it', async () => {
+    const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
+    const id = 'a0000000-0000-4000-8000-000000000010';
+    const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
+    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'given-up', ...SMALL, backupId: id, cancelPollMs: 50 });
+    running.catch(() => {});
+    try {
+      await sleep(300);
+      // What a service does for a worker whose lease ran out.
+      assert.ok(await other.update(id, { status: 'error', fail_reason: 'lease expired: the worker stopped renewing it' }, ['creating']));
+      await assert.rejects(running, (err: Error) => err instanceof CancelledError &&
+        err.message === `backup ${id} was marked error by another process while it was being written (lease expired: the worker stopped renewing it)`);
+      const rec = (await other.get(id))!;
+      assert.equal(rec.status, 'error');
+      assert.equal(rec.fail_reason, 'lease expired: the worker stopped renewing it', 'the other process\'s reason stays');
+      assert.deepEqual(objectsOf(rec.container!), []);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('the latest backup of a volume is the one started last, even within one second', async () => {
+    // Records queued in one order (a service's requests), started in the other.
+    const file = repo.file('order.img', mixedVolume(100 * 1024, 3));
+    const base = { id: '', volume_id: 'order', parent_id: null, repository: repo.backend.url, container: null, service_metadata: null,
+      status: 'creating' as const, fail_reason: null, size: 0, volume_bytes: null, object_count: 0, stored_bytes: null, display_name: null,
+      display_description: null, availability_zone: null, host: null, service: null, compression: null, chunk_size: null,
+      sha_block_size: null, source: null, worker: null, created_at: new Date().toISOString(), data_timestamp: null };
+    await repo.catalog.create({ ...base, id: 'order-queued-first' });
+    await repo.catalog.create({ ...base, id: 'order-queued-second' });
+    for (const id of ['order-queued-second', 'order-queued-first']) {
+      await repo.backup(file, { volumeId: 'order', backupId: id, recordExists: true, timestamp: undefined });
+    }
+    const incr = await repo.backup(file, { volumeId: 'order', incremental: true });
+    const [a, b] = [await repo.catalog.get('order-queued-second'), await repo.catalog.get('order-queued-first')];
+    assert.ok(a!.created_at < b!.created_at, `${a!.created_at} < ${b!.created_at}`);
+    assert.equal(incr.parentId, 'order-queued-first');
+  });
+
   it('a backup whose storage fails midway leaves no _metadata and no data objects', async () => {
     let puts = 0;
     const failing: Backend = Object.create(repo.backend, {

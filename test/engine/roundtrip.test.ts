@@ -1,7 +1,7 @@
 /** Backup and restore round trips: sizes, growth, shrinkage, streams, sparseness, chains. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -9,7 +9,7 @@ import type { Backend } from '../../src/backends/backend.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource } from '../../src/engine/source.js';
-import { InvalidInputError } from '../../src/errors.js';
+import { ConflictError, InvalidInputError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
 
 describe('backup/restore round trips', () => {
@@ -126,8 +126,11 @@ describe('backup/restore round trips', () => {
   it('--to-existing overwrites a file full of garbage in place', async () => {
     const v = Buffer.concat([mixedVolume(100 * 1024), Buffer.alloc(100 * 1024)]);
     const [id] = await chain('existing', [v]);
-    const target = repo.file('garbage.img', pseudoRandom(300 * 1024, 9));
-    assert.ok((await restore(id!, { target, toExisting: true })).equals(v));
+    const garbage = pseudoRandom(300 * 1024, 9);
+    const target = repo.file('garbage.img', garbage);
+    const after = await restore(id!, { target, toExisting: true });
+    assert.ok(after.subarray(0, v.length).equals(v));
+    assert.ok(after.subarray(v.length).equals(garbage.subarray(v.length)), 'in place: bytes past the volume stay');
   });
 
   it('--to-existing writes the zeros of all-zero objects restored into reused buffers', async () => {
@@ -154,6 +157,15 @@ describe('backup/restore round trips', () => {
     const b = await repo.backup(from, { volumeId: 'device', chunkSize: 1024 * 1024 });
     assert.equal(b.bytes, v.length);
     await assert.rejects(restore(b.id, { target: to }), /exists \(use --to-existing to write into it\)/);
+    // A device someone holds exclusively (a mounted filesystem, another restore) is refused, untouched.
+    const holder = openSync(to, fsc.O_RDONLY | fsc.O_EXCL);
+    try {
+      await assert.rejects(restore(b.id, { target: to, toExisting: true }), (err: Error) =>
+        err instanceof ConflictError && err.message === `${to} is in use (mounted, or opened exclusively by another process such as a restore)`);
+    } finally {
+      closeSync(holder);
+    }
+    assert.ok(readFileSync(repo.file('device-b.img')).equals(pseudoRandom(v.length, 77)), 'the held device was not written');
     const restored = await restore(b.id, { target: to, toExisting: true });
     assert.ok(restored.equals(v), 'the device holds the volume, zeros included');
   });
@@ -243,7 +255,7 @@ describe('backup/restore round trips', () => {
     const threads = threadCount();
     await assert.rejects(repo.backup(f, { volumeId: 'blocks', incremental: true, shaBlockSize: 8192 }), (err: Error) =>
       err instanceof InvalidInputError && /Hash block size has changed since the last backup. New hash block size: 8192. Old hash block size: 4096. Do a full backup./.test(err.message));
-    await assert.rejects(repo.backup(f, { volumeId: 'blocks2', chunkSize: 10_000 }), /Chunk size is not multiple of block size for creating hash/);
+    await assert.rejects(repo.backup(f, { volumeId: 'blocks2', chunkSize: 10_000 }), /chunk size 10000 is not a multiple of the sha block size 4096/);
     assert.equal(threadCount(), threads, 'the worker threads of the refused backups are gone');
   });
 

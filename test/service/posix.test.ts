@@ -1,6 +1,7 @@
 /** The service on the embedded posix repository with a real PostgreSQL catalog and two worker processes. */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +11,8 @@ import type { Catalog } from '../../src/catalog/catalog.js';
 import { openCatalog } from '../../src/catalog/open.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
-import { freshDatabase } from '../support/pg-server.js';
+import pg from 'pg';
+import { freshDatabase, pgServer } from '../support/pg-server.js';
 import { startService, type RunningService } from '../support/service.js';
 import { MiB, fifoVolume, fleetScenario, objectsUnder } from './scenarios.js';
 
@@ -111,6 +113,62 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     assert.equal(b.backup.volume_bytes, 300_000);
   });
 
+  it('jobs waiting on named pipes stop when cancelled; requests on one backup keep their order', { timeout: 180_000 }, async () => {
+    const settled = (job: string) => svc.until(`/v1/jobs/${job}`, (b) => !['queued', 'running'].includes(b.job.status), 20_000);
+    const pipe = (name: string) => {
+      const p = path.join(vols, name);
+      execFileSync('mkfifo', [p]);
+      return p;
+    };
+    const file = path.join(vols, 'kept.img');
+    writeFileSync(file, pseudoRandom(3 * MiB, 21));
+    const kept = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-kept', chunk_size: 256 * 1024 })).body.backup.id;
+    await svc.until(`/v1/backups/${kept}`, (b) => b.backup.status === 'available');
+
+    // Two backups of pipes nobody writes to keep both workers busy.
+    const blockers: string[] = [];
+    for (const i of [1, 2]) {
+      const b = (await svc.request('POST', '/v1/backups', { volume: pipe(`nowriter-${i}.img`), volume_id: `vol-nowriter-${i}` })).body.backup;
+      await svc.until(`/v1/jobs/${b.job_id}`, (x) => x.job.status === 'running');
+      blockers.push(b.job_id);
+    }
+    // A restore waits in the queue: a delete may not overtake it.
+    const restore = (await svc.request('POST', `/v1/backups/${kept}/restore`, { target: path.join(vols, 'kept-out.img') })).body.restore.job_id;
+    const refused = await svc.request('DELETE', `/v1/backups/${kept}`);
+    assert.equal(refused.status, 409);
+    assert.match(refused.body.error.message, new RegExp(`has a queued restore \\(job ${restore}\\)`));
+    assert.equal((await svc.request('POST', `/v1/jobs/${restore}/cancel`)).body.job.status, 'cancelled');
+    // A delete that waits in the queue and is cancelled leaves the backup as it was.
+    const del = await svc.request('DELETE', `/v1/backups/${kept}`);
+    assert.equal(del.status, 202);
+    assert.equal((await svc.request('POST', `/v1/jobs/${del.body.backup.job_id}/cancel`)).body.job.status, 'cancelled');
+    assert.equal((await svc.request('GET', `/v1/backups/${kept}`)).body.backup.status, 'available');
+    // Backups blocked on a pipe without a writer stop at a cancel.
+    for (const job of blockers) {
+      assert.equal((await svc.request('POST', `/v1/jobs/${job}/cancel`)).status, 202);
+      assert.equal((await settled(job)).job.status, 'cancelled');
+    }
+
+    // A restore into a pipe whose reader stopped reading: an incremental may build on the backup
+    // being restored, and a cancel stops the restore.
+    const target = pipe('stalled.pipe');
+    const reader = openSync(target, fsc.O_RDONLY | fsc.O_NONBLOCK); // opened, never read
+    try {
+      const stalled = (await svc.request('POST', `/v1/backups/${kept}/restore`, { target })).body.restore.job_id;
+      await svc.until(`/v1/backups/${kept}`, (b) => b.backup.status === 'restoring');
+      await sleep(500); // the pipe is full: the restore waits for its reader
+      const incr = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-kept', incremental: true })).body.backup.id;
+      const built = await svc.until(`/v1/backups/${incr}`, (b) => b.backup.status !== 'creating');
+      assert.equal(built.backup.status, 'available', built.backup.fail_reason);
+      assert.equal(built.backup.parent_id, kept);
+      assert.equal((await svc.request('POST', `/v1/jobs/${stalled}/cancel`)).status, 202);
+      assert.equal((await settled(stalled)).job.status, 'cancelled');
+      await svc.until(`/v1/backups/${kept}`, (b) => b.backup.status === 'available');
+    } finally {
+      closeSync(reader);
+    }
+  });
+
   it('a backup that failed before it started says why, and can be deleted', async () => {
     const missing = path.join(vols, 'not-there.img');
     const id = (await svc.request('POST', '/v1/backups', { volume: missing, volume_id: 'vol-missing' })).body.backup.id;
@@ -155,6 +213,16 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['DELETE', `/v1/backups/${parent}`, undefined, svc.admin, 409, /1 dependent incremental/],
       ['GET', '/v1/backups/nope', undefined, svc.admin, 404, /not in the catalog/],
       ['GET', '/v1/backups?limit=0', undefined, svc.admin, 400, /'limit'/],
+      ['GET', '/v1/backups?limit=0x10', undefined, svc.admin, 400, /'limit': expected a whole number from 1 to 1000/],
+      ['GET', '/v1/backups?limit=1e2', undefined, svc.admin, 400, /'limit'/],
+      ['GET', '/v1/backups/%00', undefined, svc.admin, 400, /path: text must not contain NUL characters/],
+      ['GET', '/v1/backups?name=a%00b', undefined, svc.admin, 400, /query parameter 'name': text must not contain NUL/],
+      ['POST', '/v1/backups', { volume: file, name: 'a\u0000b' }, svc.admin, 400, /request body 'name': text must not contain NUL/],
+      ['GET', '/v1/backups/%E0%A4%A', undefined, svc.admin, 400, /path: '%E0%A4%A' is not valid percent-encoding/],
+      ['GET', '/v1/jobs/%ZZ', undefined, svc.admin, 400, /not valid percent-encoding/],
+      ['POST', `/v1/backups/${parent}/restore`, { target: vols }, svc.admin, 400, /is a directory, not a file/],
+      ['GET', '/v1/nothing', undefined, null, 401, /bearer token is required/],
+      ['PUT', '/v1/backups', { volume: file }, null, 401, /bearer token is required/],
       ['GET', '/v1/backups?sort=name', undefined, svc.admin, 400, /unknown field.*sort/],
       ['GET', '/v1/nothing', undefined, svc.admin, 404, /no such resource/],
       ['PUT', '/v1/backups', { volume: file }, svc.admin, 405, /not allowed/],
@@ -194,6 +262,10 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     await svc.until('/v1/backups?volume_id=vol-page', (b) => b.backups.every((x: any) => x.status === 'available') && b.backups.length === 3);
     const first = (await svc.request('GET', '/v1/backups?volume_id=vol-page&limit=2')).body;
     assert.deepEqual(first.backups.map((b: any) => b.id), ids.slice(0, 2));
+    for (const b of first.backups) {
+      assert.ok(b.job_id, 'a listed backup names its latest job, running or not');
+      assert.equal(b.job_id, (await svc.request('GET', `/v1/backups/${b.id}`)).body.backup.job_id);
+    }
     assert.equal(first.backups_links[0].rel, 'next');
     const next = (await svc.request('GET', first.backups_links[0].href)).body;
     assert.deepEqual(next.backups.map((b: any) => b.id), [ids[2]]);
@@ -226,7 +298,8 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     const bytes = Number(/^chunkvault_job_bytes_total\{kind="backup"\} (\d+)$/m.exec(metrics)![1]);
     assert.ok(bytes >= 20 * 3 * MiB, `bytes backed up counted (${bytes})`);
     assert.match(metrics, /^chunkvault_http_request_duration_seconds_bucket\{le="0\.1",method="POST",route="\/v1\/backups",code="202"\} \d+$/m);
-    const restores = jobs.filter((j) => j.kind === 'restore' && !['queued', 'running'].includes(j.status)).length;
+    // Jobs that ran and ended (one cancelled while queued never ran: it has no duration).
+    const restores = jobs.filter((j) => j.kind === 'restore' && j.started_at !== null && !['queued', 'running'].includes(j.status)).length;
     assert.match(metrics, /^# TYPE chunkvault_job_duration_seconds histogram$/m);
     assert.match(metrics, new RegExp(`^chunkvault_job_duration_seconds_bucket\\{kind="restore",le="\\+Inf"\\} ${restores}$`, 'm'));
     assert.match(metrics, new RegExp(`^chunkvault_job_duration_seconds_count\\{kind="restore"\\} ${restores}$`, 'm'));
@@ -301,6 +374,35 @@ describe('service: graceful shutdown', () => {
     } finally {
       await svc.stop();
       await catalog.close();
+    }
+  });
+});
+
+describe('service: catalog outage', () => {
+  it('still serves its own metrics, with chunkvault_catalog_up 0, and says unhealthy', async () => {
+    const dir = path.join(tmp.dir, 'outage');
+    mkdirSync(dir, { recursive: true });
+    const db = await freshDatabase();
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: db, volumes: [`${dir}/**`], workers: 0 });
+    try {
+      assert.match((await svc.request('GET', '/metrics', undefined, null)).body, /^chunkvault_catalog_up 1$/m);
+      const admin = new pg.Client({ connectionString: pgServer() });
+      await admin.connect();
+      try {
+        await admin.query(`DROP DATABASE ${new URL(db).pathname.slice(1)} WITH (FORCE)`);
+      } finally {
+        await admin.end();
+      }
+      await sleep(600); // one catalog query serves the scrapes of half a second
+      const down = await svc.request('GET', '/metrics', undefined, null);
+      assert.equal(down.status, 200);
+      assert.match(down.body, /^chunkvault_catalog_up 0$/m);
+      assert.match(down.body, /^chunkvault_process_process_resident_memory_bytes \d+$/m);
+      assert.match(down.body, /^chunkvault_http_request_duration_seconds_count\{method="GET",route="\/metrics",code="200"\} \d+$/m);
+      assert.doesNotMatch(down.body, /^chunkvault_jobs\{/m, 'no job figures without the catalog');
+      assert.equal((await svc.request('GET', '/healthz', undefined, null)).status, 503);
+    } finally {
+      await svc.stop();
     }
   });
 });

@@ -1,11 +1,12 @@
 /**
  * A TCP proxy on 127.0.0.1 in front of a real server that injects faults on a fixed
  * schedule: every `every`-th request is answered by a connection reset, an HTTP 503, or a
- * stall (no answer until the client gives up), in turn, at most `maxFaults` times.
+ * stall (no answer until the client gives up), in turn, at most `maxFaults` times; or, with
+ * `decide`, the fault each request gets.
  */
 import * as net from 'node:net';
 
-export type Fault = 'reset' | '503' | 'stall';
+export type Fault = 'reset' | '503' | 'stall' | '404' | 'no-etag' | 'delay';
 
 export interface FaultProxy {
   url: string;
@@ -15,9 +16,22 @@ export interface FaultProxy {
 
 const REQUEST_START = /^(GET|PUT|HEAD|POST|DELETE) \//;
 
-export async function startFaultProxy(target: { host: string; port: number }, opts: { every: number; maxFaults: number; faults?: Fault[] }): Promise<FaultProxy> {
+export interface FaultProxyOptions {
+  every?: number;
+  maxFaults?: number;
+  faults?: Fault[];
+  /**
+   * Picks the fault of each request instead of the schedule: '404' and 'no-etag' (an empty
+   * 200) answer in the server's place; 'delay' holds the request for `delayMs` and then passes
+   * it on even if the client has given up (the server still acts on it).
+   */
+  decide?: (request: { method: string; path: string }) => Fault | undefined;
+  delayMs?: number;
+}
+
+export async function startFaultProxy(target: { host: string; port: number }, opts: FaultProxyOptions): Promise<FaultProxy> {
   const faults = opts.faults ?? ['reset', '503', 'stall'];
-  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0 };
+  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0, '404': 0, 'no-etag': 0, delay: 0 };
   let requests = 0;
   let total = 0;
   const sockets = new Set<net.Socket>();
@@ -26,22 +40,44 @@ export async function startFaultProxy(target: { host: string; port: number }, op
     const upstream = net.connect(target.port, target.host);
     sockets.add(upstream);
     let stalled = false;
+    let held: Buffer[] | undefined; // a delayed request, until it is passed on
+    let keepUpstream = false;
     const end = () => {
       client.destroy();
+      if (!keepUpstream) upstream.destroy();
+    };
+    const answer = (status: string) => {
+      client.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
       upstream.destroy();
     };
     client.on('data', (chunk: Buffer) => {
       if (stalled) return;
-      if (REQUEST_START.test(chunk.subarray(0, 8).toString('latin1'))) {
+      if (held) return void held.push(chunk);
+      const head = chunk.subarray(0, 2048).toString('latin1');
+      if (REQUEST_START.test(head)) {
         requests++;
-        if (requests % opts.every === 0 && total < opts.maxFaults) {
-          const fault = faults[total % faults.length]!;
+        let fault: Fault | undefined;
+        if (opts.decide) {
+          const [method = '', path = ''] = head.split(' ', 2);
+          fault = opts.decide({ method, path });
+        } else if (requests % (opts.every ?? Infinity) === 0 && total < (opts.maxFaults ?? 0)) {
+          fault = faults[total % faults.length]!;
           total++;
+        }
+        if (fault) {
           injected[fault]++;
           if (fault === 'reset') return void (client.resetAndDestroy(), upstream.destroy());
-          if (fault === '503') {
-            client.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-            return void upstream.destroy();
+          if (fault === '503') return answer('503 Service Unavailable');
+          if (fault === '404') return answer('404 Not Found');
+          if (fault === 'no-etag') return answer('200 OK');
+          if (fault === 'delay') {
+            held = [chunk];
+            keepUpstream = true;
+            setTimeout(() => {
+              for (const c of held!) upstream.write(c);
+              held = undefined;
+            }, opts.delayMs ?? 1000);
+            return;
           }
           stalled = true; // never answer: the client's timeout must fire
           return void upstream.destroy();
@@ -49,8 +85,12 @@ export async function startFaultProxy(target: { host: string; port: number }, op
       }
       upstream.write(chunk);
     });
-    upstream.on('data', (chunk) => client.write(chunk));
-    client.on('error', end).on('close', () => (upstream.destroy(), sockets.delete(client)));
+    // Once the client is gone, a delayed request's answer goes nowhere.
+    upstream.on('data', (chunk) => (client.destroyed ? upstream.end() : client.write(chunk)));
+    client.on('error', end).on('close', () => {
+      if (!keepUpstream) upstream.destroy();
+      sockets.delete(client);
+    });
     upstream.on('error', end).on('close', () => {
       sockets.delete(upstream);
       if (!stalled) client.end();

@@ -1,0 +1,167 @@
+/** What protects data around a restore or a delete: status while restoring, names that appear, sizes that change. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { locate } from '../../src/engine/repository.js';
+import { deleteBackup } from '../../src/engine/delete.js';
+import { restoreBackup } from '../../src/engine/restore.js';
+import { openSource, type VolumeSource } from '../../src/engine/source.js';
+import { runBackup } from '../../src/engine/backup.js';
+import { BackendError, ConflictError, InvalidInputError, VolumeIOError } from '../../src/errors.js';
+import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+
+/** host:pid of a process that has ended. */
+function deadWriter(): string {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return `${hostname()}:${r.stdout}`;
+}
+
+describe('safeguards around restore and delete', () => {
+  let repo: Repo;
+  before(() => {
+    repo = makeRepo('safeguards');
+  });
+  after(() => repo.close());
+
+  it('a backup is `restoring` while it is written somewhere; a delete meanwhile is refused, and allowed once its restorer is gone', async () => {
+    const v = mixedVolume(600 * 1024);
+    const { id } = await repo.backup(repo.file('restoring.img', v), { volumeId: 'restoring' });
+    const seen: string[] = [];
+    const refusals: unknown[] = [];
+    await restoreBackup({
+      backend: repo.backend, catalog: repo.catalog, backupId: id, target: path.join(repo.dir, 'restoring-out.img'), threads: 1,
+      progressEveryObjects: 1,
+      onProgress: () => {
+        void repo.catalog.get(id).then((r) => seen.push(`${r!.status} ${r!.worker}`));
+        void deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id }).catch((err: unknown) => refusals.push(err));
+      },
+    });
+    assert.ok(readFileSync(path.join(repo.dir, 'restoring-out.img')).equals(v));
+    assert.ok(seen.includes(`restoring ${hostname()}:${process.pid}`), seen.join(', '));
+    assert.ok(refusals.length > 0 && refusals.every((e) => e instanceof ConflictError && /is being restored/.test((e as Error).message)));
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'available', 'the restore gave the status back');
+    assert.equal(rec.worker, null);
+    // Verifying writes nothing, and leaves the status alone.
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, threads: 1 });
+    assert.equal((await repo.catalog.get(id))!.status, 'available');
+
+    // A restorer that died leaves `restoring` behind: a delete takes the backup back and goes on.
+    await repo.catalog.update(id, { status: 'restoring', worker: deadWriter() });
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id });
+    assert.equal((await repo.catalog.get(id))!.status, 'deleted');
+  });
+
+  it('a restore into a new file leaves alone a file that appeared at its name meanwhile', async () => {
+    const v = mixedVolume(600 * 1024, 3);
+    const { id } = await repo.backup(repo.file('appear.img', v), { volumeId: 'appear' });
+    const target = path.join(repo.dir, 'appeared.img');
+    let written = false;
+    await assert.rejects(
+      restoreBackup({
+        backend: repo.backend, catalog: repo.catalog, backupId: id, target, threads: 1, progressEveryObjects: 1,
+        onProgress: () => {
+          if (!written) writeFileSync(target, 'a file of the user\n');
+          written = true;
+        },
+      }),
+      (err: Error) => err instanceof ConflictError && err.message.includes(`${target} appeared while the restore ran; it was left as it is`),
+    );
+    assert.equal(readFileSync(target, 'utf8'), 'a file of the user\n');
+    assert.deepEqual(readdirSync(repo.dir).filter((f) => f.includes('chunkvault-tmp')), [], 'no temporary file left');
+    assert.equal((await repo.catalog.get(id))!.status, 'available');
+    // --force replaces it.
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, force: true, threads: 1 });
+    assert.ok(readFileSync(target).equals(v));
+  });
+
+  it('in place, a larger file keeps the bytes past the volume; a smaller one grows to it', async () => {
+    const v = mixedVolume(300 * 1024, 4);
+    const { id } = await repo.backup(repo.file('inplace.img', v), { volumeId: 'inplace' });
+    const old = pseudoRandom(1024 * 1024, 5);
+    const larger = repo.file('larger.img', old);
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target: larger, toExisting: true, threads: 1 });
+    const after = readFileSync(larger);
+    assert.equal(after.length, old.length);
+    assert.ok(after.subarray(0, v.length).equals(v));
+    assert.ok(after.subarray(v.length).equals(old.subarray(v.length)), 'bytes past the volume are untouched');
+    const smaller = repo.file('smaller.img', pseudoRandom(1000, 6));
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target: smaller, toExisting: true, threads: 1 });
+    assert.ok(readFileSync(smaller).equals(v));
+  });
+
+  it('a file that shrinks or grows while it is backed up fails the backup; nothing of it stays', async () => {
+    for (const [label, change] of [['shrinks', (f: string) => truncateSync(f, 100_000)], ['grows', (f: string) => appendFileSync(f, pseudoRandom(70_000, 8))]] as const) {
+      const file = repo.file(`${label}.img`, mixedVolume(500 * 1024, 7));
+      const source = await openSource(file);
+      change(file); // after the size was taken at open
+      try {
+        await assert.rejects(
+          runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: label, ...SMALL, backupId: `size-${label}` }),
+          (err: Error) => err instanceof VolumeIOError && err.message.startsWith(`${file}: changed size while it was backed up (512000 bytes when opened,`),
+        );
+      } finally {
+        await source.close();
+      }
+      const rec = (await repo.catalog.get(`size-${label}`))!;
+      assert.equal(rec.status, 'error');
+      assert.deepEqual(readdirSync(path.join(repo.dir, 'repo', rec.container!)), []);
+    }
+  });
+
+  it('refuses chunk sizes past 2 GiB before recording anything; a small volume with huge chunks needs buffers only its size', async () => {
+    const file = repo.file('chunky.img', mixedVolume(200 * 1024 + 100, 9));
+    await assert.rejects(repo.backup(file, { chunkSize: 2 ** 31, backupId: 'too-large' }),
+      (err: Error) => err instanceof InvalidInputError && /chunk size 2147483648 is too large: at most 2147483647 bytes/.test(err.message));
+    assert.equal(await repo.catalog.get('too-large'), undefined);
+    await assert.rejects(repo.backup(file, { chunkSize: 100_000, shaBlockSize: 32768 }),
+      /chunk size 100000 is not a multiple of the sha block size 32768/);
+
+    // Cinder's posix default chunk size for a 200 KiB volume: buffers of the volume's size, not 1.86 GiB.
+    const inner = await openSource(file);
+    let largest = 0;
+    const source: VolumeSource = {
+      name: inner.name, size: inner.size, parallelReads: inner.parallelReads,
+      read: (b) => inner.read(b), close: () => inner.close(),
+      buffer: (n) => ((largest = Math.max(largest, n)), inner.buffer(n)),
+    };
+    try {
+      const r = await runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'chunky', chunkSize: 1999994880, threads: 1 });
+      assert.equal(r.bytes, 200 * 1024 + 100);
+      assert.equal(largest, 204800 + 4096, 'buffers of the volume rounded up to 4 KiB');
+      const out = path.join(repo.dir, 'chunky-out.img');
+      await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: r.id, target: out, threads: 1 });
+      assert.ok(readFileSync(out).equals(readFileSync(file)));
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('a delete that could remove nothing leaves the backup as it was; leftovers of killed writes go with a delete', async (t) => {
+    const { id } = await repo.backup(repo.file('undeletable.img', mixedVolume(200 * 1024, 10)), { volumeId: 'undeletable' });
+    const rec = (await repo.catalog.get(id))!;
+    const dir = path.join(repo.dir, 'repo', rec.container!);
+    // An immutable directory: not even root may remove what is in it.
+    const lock = spawnSync('chattr', ['+i', dir], { encoding: 'utf8' });
+    assert.equal(lock.status, 0, `chattr +i needs root and ext4: ${lock.stderr}`);
+    t.after(() => spawnSync('chattr', ['-i', dir]));
+    await assert.rejects(deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id }),
+      (err: Error) => err instanceof BackendError && err.message.startsWith(`deleting backup ${id} removed nothing: `));
+    assert.equal((await repo.catalog.get(id))!.status, 'available', 'still whole, still available');
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, threads: 1 });
+    spawnSync('chattr', ['-i', dir]);
+
+    // What a process killed in the middle of writing an object leaves: its temporary file.
+    const { prefix } = locate(rec);
+    const leftover = path.join(dir, `.chunkvault-tmp-${prefix}-00007.0123456789abcdef`);
+    writeFileSync(leftover, pseudoRandom(1000, 11));
+    const unrelated = path.join(dir, '.chunkvault-tmp-volume_other_20260101000000_backup_x-00001.0123456789abcdef');
+    writeFileSync(unrelated, 'another backup in the same container');
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id });
+    assert.deepEqual(readdirSync(dir), [path.basename(unrelated)]);
+    assert.equal(statSync(unrelated).size, 36);
+  });
+});
