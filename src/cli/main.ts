@@ -228,13 +228,14 @@ program
 const catalogCmd = program.command('catalog').description('catalog maintenance');
 catalogCmd
   .command('rebuild')
-  .description('recreate catalog records from the *_metadata objects of the repository')
+  .description('recreate catalog records from the *_metadata objects of the repository, and repair those a dead process left')
   .option('--container <name...>', "containers to scan (object stores; default: the address's bucket or container)")
   .action(async (o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
       const containers = ctx.backend.nestedContainers ? [''] : (o.container ?? [ctx.backend.defaultContainer ?? 'volumebackups']);
       const r = await rebuildCatalog(ctx.backend, ctx.catalog, containers, ctx.signal);
-      print(ctx, r, `${r.added.length} backup(s) added, ${r.known.length} already known, ${r.unreadable.length} unreadable` +
+      print(ctx, r, `${r.added.length} backup(s) added, ${r.known.length} already known, ${r.repaired.length} repaired, ` +
+        `${r.unreadable.length} unreadable` + r.repaired.map((u) => `\n  repaired: ${u}`).join('') +
         r.unreadable.map((u) => `\n  unreadable: ${u}`).join(''));
     }),
   );

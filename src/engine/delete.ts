@@ -22,7 +22,7 @@ export interface DeleteResult {
 }
 
 /** Whether the process that wrote `worker` ("host:pid") still runs (unknown hosts count as alive). */
-function writerAlive(worker: string | null): boolean {
+export function writerAlive(worker: string | null): boolean {
   if (!worker) return false;
   const i = worker.lastIndexOf(':');
   if (worker.slice(0, i) !== hostname()) return true;

@@ -5,7 +5,8 @@ import { ConflictError } from '../errors.js';
 import type { BackupMetadata, Sha256File } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
-import { readMetadata, readSha256File, type BackupLocation } from './repository.js';
+import { writerAlive } from './delete.js';
+import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import { layerLength, type Layer } from './restore.js';
 
 const GiB = 1024 ** 3;
@@ -32,6 +33,8 @@ export interface RebuildReport {
   added: string[];
   known: string[];
   unreadable: string[];
+  /** Known records set right: left `creating` or `restoring` by a process of this host that died. */
+  repaired: string[];
 }
 
 /**
@@ -39,7 +42,7 @@ export interface RebuildReport {
  * adopted: Cinder keeps its records outside the repository).
  */
 export async function rebuildCatalog(backend: Backend, catalog: Catalog, containers: string[], signal?: AbortSignal): Promise<RebuildReport> {
-  const report: RebuildReport = { added: [], known: [], unreadable: [] };
+  const report: RebuildReport = { added: [], known: [], unreadable: [], repaired: [] };
   const found = new Map<string, { loc: BackupLocation; meta: BackupMetadata; sha?: Sha256File }>();
   for await (const { container, prefix } of findBackups(backend, containers, signal)) {
     const probe: BackupLocation = { id: '', container, prefix }; // id unknown until read
@@ -72,11 +75,20 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
   };
   const ordered = [...found.values()].sort((a, b) => a.meta.createdAt.localeCompare(b.meta.createdAt));
   for (const { loc, meta, sha } of ordered) {
-    if (await catalog.get(meta.backupId)) {
+    const bytes = lengthOf(meta.backupId)?.bytes ?? null;
+    const known = await catalog.get(meta.backupId);
+    if (known) {
       report.known.push(meta.backupId);
+      // `_metadata` is the commit point: a writer that died after it left a complete backup.
+      if (known.status === 'creating' && known.worker && !writerAlive(known.worker)) {
+        const done = await catalog.update(meta.backupId, {
+          status: 'available', worker: null, object_count: meta.objects.length, volume_bytes: bytes,
+          size: bytes === null ? known.size : Math.max(1, Math.ceil(bytes / GiB)),
+        }, ['creating']);
+        if (done) report.repaired.push(`${meta.backupId}: complete, now available (its writer ${known.worker} ended before recording it)`);
+      }
       continue;
     }
-    const bytes = lengthOf(meta.backupId)?.bytes ?? null;
     let size = bytes === null ? 0 : Math.max(1, Math.ceil(bytes / GiB));
     try {
       const vm = meta.volumeMeta ? JSON.parse(meta.volumeMeta) : undefined;
@@ -97,7 +109,32 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     });
     report.added.push(meta.backupId);
   }
+  await repairAbandoned(backend, catalog, containers, new Set(found.keys()), report, signal);
   return report;
+}
+
+/**
+ * Records a process of this host left behind when it died: a backup it was writing has no
+ * `_metadata` (it never committed): its partial objects go and it becomes `error`; a backup it
+ * was restoring is `available` again.
+ */
+async function repairAbandoned(
+  backend: Backend, catalog: Catalog, containers: string[], committed: Set<string>, report: RebuildReport, signal?: AbortSignal,
+): Promise<void> {
+  const scanned = (r: BackupRecord) => backend.nestedContainers || (r.container !== null && containers.includes(r.container));
+  for (const rec of await catalog.list({ repository: backend.url })) {
+    if (!rec.worker || writerAlive(rec.worker) || !scanned(rec)) continue;
+    if (rec.status === 'restoring' && (await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']))) {
+      report.repaired.push(`${rec.id}: available again (its restorer ${rec.worker} ended)`);
+    } else if (rec.status === 'creating' && !committed.has(rec.id)) {
+      const removal = rec.service_metadata ? await removeBackupObjects(backend, locate(rec), [], { signal }) : { deleted: 0, failed: [] };
+      const left = removal.failed.length ? `; removing its objects failed ${removal.failed.length} time(s), first: ${removal.failed[0]}` : '';
+      const reason = `its writer ${rec.worker} ended before the backup was complete${left}`;
+      if (await catalog.update(rec.id, { status: 'error', fail_reason: reason, worker: null }, ['creating'])) {
+        report.repaired.push(`${rec.id}: error (${reason})`);
+      }
+    }
+  }
 }
 
 export async function exportRecord(catalog: Catalog, id: string): Promise<{ backup_service: string; backup_url: string }> {

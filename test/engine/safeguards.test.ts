@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { locate } from '../../src/engine/repository.js';
+import { rebuildCatalog } from '../../src/engine/records.js';
 import { deleteBackup } from '../../src/engine/delete.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource, type VolumeSource } from '../../src/engine/source.js';
@@ -138,6 +139,37 @@ describe('safeguards around restore and delete', () => {
     } finally {
       await source.close();
     }
+  });
+
+  it('catalog rebuild repairs what a process of this host left when it died, and nothing else', async () => {
+    const file = repo.file('repair.img', mixedVolume(200 * 1024, 12));
+    const committed = await repo.backup(file, { volumeId: 'repair' }); // killed after `_metadata`, before the catalog
+    const restoring = await repo.backup(file, { volumeId: 'repair-r' }); // killed while restoring
+    const running = await repo.backup(file, { volumeId: 'repair-live' }); // still being written by a live process
+    const dead = deadWriter();
+    await repo.catalog.update(committed.id, { status: 'creating', worker: dead, object_count: 0, volume_bytes: null });
+    await repo.catalog.update(restoring.id, { status: 'restoring', worker: dead });
+    await repo.catalog.update(running.id, { status: 'creating', worker: `${hostname()}:${process.pid}` });
+    // Killed before its commit point: one data object under its prefix, no `_metadata`.
+    const partial = (await repo.catalog.get(committed.id))!;
+    const prefix = 'volume_repair-p_20260101000000_backup_partial-1';
+    await repo.catalog.create({ ...partial, id: 'partial-1', volume_id: 'repair-p', service_metadata: prefix, status: 'creating', worker: dead });
+    await repo.backend.put(partial.container!, `${prefix}-00001`, pseudoRandom(1000, 13));
+
+    const r = await rebuildCatalog(repo.backend, repo.catalog, ['']);
+    assert.deepEqual(r.repaired.map((x) => x.split(':')[0]).sort(), [committed.id, restoring.id, 'partial-1'].sort(), r.repaired.join('\n'));
+    const now = async (id: string) => (await repo.catalog.get(id))!;
+    assert.equal((await now(committed.id)).status, 'available');
+    assert.equal((await now(committed.id)).volume_bytes, 200 * 1024);
+    assert.equal((await now(committed.id)).object_count, committed.objects);
+    assert.equal((await now(restoring.id)).status, 'available');
+    assert.equal((await now('partial-1')).status, 'error');
+    assert.match((await now('partial-1')).fail_reason!, new RegExp(`its writer ${dead} ended before the backup was complete`));
+    const left: string[] = [];
+    for await (const n of repo.backend.list(partial.container!, prefix)) left.push(n);
+    assert.deepEqual(left, [], 'its partial objects are gone');
+    assert.equal((await now(running.id)).status, 'creating', 'a live writer is left alone');
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: committed.id, threads: 1 });
   });
 
   it('a delete that could remove nothing leaves the backup as it was; leftovers of killed writes go with a delete', async (t) => {
