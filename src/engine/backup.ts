@@ -155,6 +155,7 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
 }
 
 async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupResult> {
+  const retriesBefore = retriesSoFar(o.backend); // the parent's sha256file and the container check count too
   const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
   const parent = await resolveParent(o);
   const parentLoc = parent ? locate(parent) : undefined;
@@ -248,7 +249,6 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   poll.unref();
 
   const progress = new ProgressReporter('backup', id, o.source.size, o);
-  const retriesBefore = retriesSoFar(o.backend);
   const written: string[] = [];
   const uploads = new Set<Promise<void>>();
   const signal = stop.signal;

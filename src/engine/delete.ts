@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend } from '../backends/backend.js';
+import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
 import { locate, removeBackupObjects } from './repository.js';
@@ -19,6 +19,8 @@ export interface DeleteResult {
   objectsDeleted: number;
   /** The backup was still being written; its writer was told to stop. */
   cancelledRunning: boolean;
+  /** Storage calls retried after transient faults. */
+  retries: number;
 }
 
 /** Whether the process that wrote `worker` ("host:pid") still runs (unknown hosts count as alive). */
@@ -40,6 +42,12 @@ export function writerAlive(worker: string | null): boolean {
  * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
  */
 export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
+  const retriesBefore = retriesSoFar(o.backend);
+  const r = await deleteWith(o);
+  return { ...r, retries: retriesSoFar(o.backend) - retriesBefore };
+}
+
+async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries'>> {
   let rec = await requireBackup(o.catalog, o.backupId);
   if (rec.num_dependent_backups > 0) {
     throw new ConflictError(

@@ -78,5 +78,5 @@ export async function executeJob(
   }
   const started = Date.now();
   const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });
-  return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: 0 };
+  return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: r.retries };
 }

@@ -95,8 +95,10 @@ export class Requests {
     const rec = await this.record(id);
     const target = this.allow.check('target', body.target);
     if (body.force && body.to_existing) throw new InvalidInputError('force and to_existing exclude each other');
-    if ((await stat(target).catch(() => undefined))?.isDirectory()) {
-      throw new InvalidInputError(`target '${target}' is a directory, not a file, a block device or a named pipe`);
+    const st = await stat(target).catch(() => undefined);
+    if (st?.isDirectory()) throw new InvalidInputError(`target '${target}' is a directory, not a file, a block device or a named pipe`);
+    if (st && !st.isFIFO() && !body.to_existing && !(body.force && st.isFile())) {
+      throw new InvalidInputError(`target '${target}' exists: set to_existing to write into it in place${st.isFile() ? ', or force to replace it' : ''}`);
     }
     if (rec.status !== 'available') throw new ConflictError(`backup ${id} is ${rec.status}, not available: it cannot be restored now`);
     if (rec.repository !== this.backend.url) throw new InvalidInputError(`backup ${id} lives in ${rec.repository}, which this service does not serve`);

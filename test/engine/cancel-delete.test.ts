@@ -162,6 +162,7 @@ describe('cancellation, failures and delete', () => {
     const r = await deleteBackup({ backend: recording, catalog: repo.catalog, backupId: full.id });
     assert.equal(order[0], `${full.prefix}_metadata`);
     assert.equal(r.objectsDeleted, 6);
+    assert.equal(r.retries, 0, 'a directory never needs a retry');
     assert.deepEqual(objectsOf(full.container), []);
     assert.equal((await repo.catalog.get(full.id))!.status, 'deleted');
   });

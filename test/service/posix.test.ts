@@ -221,6 +221,7 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['GET', '/v1/backups/%E0%A4%A', undefined, svc.admin, 400, /path: '%E0%A4%A' is not valid percent-encoding/],
       ['GET', '/v1/jobs/%ZZ', undefined, svc.admin, 400, /not valid percent-encoding/],
       ['POST', `/v1/backups/${parent}/restore`, { target: vols }, svc.admin, 400, /is a directory, not a file/],
+      ['POST', `/v1/backups/${parent}/restore`, { target: file }, svc.admin, 400, /target '.*base\.img' exists: set to_existing to write into it in place, or force to replace it/],
       ['GET', '/v1/nothing', undefined, null, 401, /bearer token is required/],
       ['PUT', '/v1/backups', { volume: file }, null, 401, /bearer token is required/],
       ['GET', '/v1/backups?sort=name', undefined, svc.admin, 400, /unknown field.*sort/],
