@@ -21,6 +21,7 @@ import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { locate, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import type { VolumeSource } from './source.js';
+import { THIS_PROCESS } from './processes.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
 
 export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
@@ -213,7 +214,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     chunk_size: chunkSize,
     sha_block_size: shaBlockSize,
     source: o.source.name,
-    worker: `${hostname()}:${process.pid}`,
+    worker: THIS_PROCESS,
     created_at: started.toISOString(),
     data_timestamp: started.toISOString(),
   } as const;

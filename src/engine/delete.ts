@@ -1,8 +1,8 @@
-import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
+import { processAlive } from './processes.js';
 import { locate, removeBackupObjects } from './repository.js';
 
 export interface DeleteOptions {
@@ -21,19 +21,6 @@ export interface DeleteResult {
   cancelledRunning: boolean;
   /** Storage calls retried after transient faults. */
   retries: number;
-}
-
-/** Whether the process that wrote `worker` ("host:pid") still runs (unknown hosts count as alive). */
-export function writerAlive(worker: string | null): boolean {
-  if (!worker) return false;
-  const i = worker.lastIndexOf(':');
-  if (worker.slice(0, i) !== hostname()) return true;
-  try {
-    process.kill(Number(worker.slice(i + 1)), 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -60,7 +47,7 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   }
   if (rec.status === 'restoring') {
     // Being restored: refused while the restoring process runs; taken back from one that died.
-    if (writerAlive(rec.worker)) {
+    if (processAlive(rec.worker)) {
       throw new ConflictError(`backup ${rec.id} is being restored (by ${rec.worker}); delete it when the restore has ended`, { backupId: rec.id });
     }
     await o.catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
@@ -70,7 +57,7 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   if (rec.status === 'creating' && (await o.catalog.update(rec.id, { status: 'deleting' }, ['creating']))) {
     cancelledRunning = true;
     const deadline = Date.now() + (o.waitMs ?? 60_000);
-    while (Date.now() < deadline && writerAlive(rec.worker)) {
+    while (Date.now() < deadline && processAlive(rec.worker)) {
       await sleep(200, undefined, { signal: o.signal });
       const now: BackupRecord | undefined = await o.catalog.get(rec.id);
       if (!now || now.status === 'deleted') return { id: rec.id, objectsDeleted: 0, cancelledRunning };

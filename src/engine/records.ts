@@ -5,7 +5,7 @@ import { ConflictError } from '../errors.js';
 import type { BackupMetadata, Sha256File } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
-import { writerAlive } from './delete.js';
+import { processAlive } from './processes.js';
 import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import { layerLength, type Layer } from './restore.js';
 
@@ -80,7 +80,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     if (known) {
       report.known.push(meta.backupId);
       // `_metadata` is the commit point: a writer that died after it left a complete backup.
-      if (known.status === 'creating' && known.worker && !writerAlive(known.worker)) {
+      if (known.status === 'creating' && known.worker && !processAlive(known.worker)) {
         const done = await catalog.update(meta.backupId, {
           status: 'available', worker: null, object_count: meta.objects.length, volume_bytes: bytes,
           size: bytes === null ? known.size : Math.max(1, Math.ceil(bytes / GiB)),
@@ -123,7 +123,7 @@ async function repairAbandoned(
 ): Promise<void> {
   const scanned = (r: BackupRecord) => backend.nestedContainers || (r.container !== null && containers.includes(r.container));
   for (const rec of await catalog.list({ repository: backend.url })) {
-    if (!rec.worker || writerAlive(rec.worker) || !scanned(rec)) continue;
+    if (!rec.worker || processAlive(rec.worker) || !scanned(rec)) continue;
     if (rec.status === 'restoring' && (await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']))) {
       report.repaired.push(`${rec.id}: available again (its restorer ${rec.worker} ended)`);
     } else if (rec.status === 'creating' && !committed.has(rec.id)) {

@@ -9,7 +9,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import {
@@ -20,6 +19,7 @@ import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { blockDeviceSize } from './source.js';
+import { processAlive, THIS_PROCESS } from './processes.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import { DirectWriter } from '../io/direct-writer.js';
@@ -27,8 +27,6 @@ import { OrderedStream } from '../io/ordered-stream.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 const PIPE_READER_POLL_MS = 100;
-/** Names this process in the record of a backup it restores. */
-const RESTORER = `${hostname()}:${process.pid}`;
 
 /** The backups to replay, full first, ending with `id`. */
 export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
@@ -239,6 +237,29 @@ async function linkNew(tmp: string, target: string): Promise<void> {
   await fsp.unlink(tmp);
 }
 
+/**
+ * Takes `.<name>.chunkvault-lock` beside a file restored in place (naming this process), so
+ * that a second restore into it is refused; one left by a process that died is taken over.
+ * Where the directory cannot hold it (read-only), the restore goes on unlocked.
+ */
+async function lockTarget(target: string): Promise<() => Promise<void>> {
+  const lock = path.join(path.dirname(path.resolve(target)), `.${path.basename(target)}.chunkvault-lock`);
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      await fsp.writeFile(lock, THIS_PROCESS, { flag: 'wx' });
+      return () => fsp.rm(lock, { force: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') return async () => {};
+      if (code !== 'EEXIST') throw err;
+      const holder = (await fsp.readFile(lock, 'utf8').catch(() => '')).trim();
+      if (holder && processAlive(holder)) throw new ConflictError(`${target} is being restored into by ${holder} (its lock is ${lock})`);
+      await fsp.rm(lock, { force: true }); // its holder died
+    }
+  }
+  throw new ConflictError(`${target} is being restored into by another process (its lock is ${lock})`);
+}
+
 /** Where a restore into a new file writes until it is complete. */
 export function restoreTempPath(target: string, tag: string): string {
   return path.join(path.dirname(path.resolve(target)), `.${path.basename(target)}.chunkvault-tmp-${tag}`);
@@ -279,14 +300,18 @@ async function openOutput(
       throw new InvalidInputError(`--to-existing: ${target} is neither a regular file nor a block device`);
     }
     // A block device is opened exclusively: one that is mounted, or that another restore is
-    // writing, is refused.
+    // writing, is refused. A file is locked by a lock file beside it, for the same reason.
     const exclusive = st.isBlockDevice() ? fsc.O_EXCL : 0;
+    const unlock = st.isFile() ? await lockTarget(target) : async () => {};
     const out = await onTarget(target, 'open', () => DirectWriter.open(target, fsc.O_RDWR | exclusive).catch((err) => {
       if ((err as NodeJS.ErrnoException).code !== 'EBUSY') throw err;
       throw new ConflictError(`${target} is in use (mounted, or opened exclusively by another process such as a restore)`);
-    }));
+    })).catch(async (err) => {
+      await unlock();
+      throw err;
+    });
     // In place, as on a larger block device: a smaller file grows, bytes past the volume stay.
-    return fileOutput(target, out, { sparse: false, size: st.isFile() && st.size < bytes ? bytes : undefined });
+    return fileOutput(target, out, { sparse: false, size: st.isFile() && st.size < bytes ? bytes : undefined, finish: unlock, cleanUp: unlock });
   }
   if (st && !(force && st.isFile())) {
     throw new InvalidInputError(
@@ -399,7 +424,7 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
   // While it is written somewhere the backup is `restoring`, and a delete is refused (unless
   // this process dies: then its record names a writer that is gone). Restores run side by side;
   // a backup in any other status is refused by the plan.
-  const holding = await o.catalog.update(o.backupId, { status: 'restoring', worker: RESTORER }, ['available']);
+  const holding = await o.catalog.update(o.backupId, { status: 'restoring', worker: THIS_PROCESS }, ['available']);
   try {
     return await replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
   } finally {

@@ -94,6 +94,31 @@ describe('safeguards around restore and delete', () => {
     assert.ok(readFileSync(smaller).equals(v));
   });
 
+  it('one restore at a time into a file in place: a second is refused, a lock its holder left when it died is taken over', async () => {
+    const v = mixedVolume(600 * 1024, 14);
+    const { id } = await repo.backup(repo.file('locked.img', v), { volumeId: 'locked' });
+    const target = repo.file('locked-target.img', pseudoRandom(v.length, 15));
+    const lock = path.join(repo.dir, '.locked-target.img.chunkvault-lock');
+    let second: Promise<unknown> | undefined;
+    await restoreBackup({
+      backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1, progressEveryObjects: 1,
+      onProgress: () => {
+        second ??= restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1 })
+          .then(() => 'restored as well', (err: Error) => err);
+      },
+    });
+    const refusal = await second;
+    assert.ok(refusal instanceof ConflictError, String(refusal));
+    assert.equal(refusal.message, `${target} is being restored into by ${hostname()}:${process.pid} (its lock is ${lock})`);
+    assert.ok(readFileSync(target).equals(v));
+    assert.deepEqual(readdirSync(repo.dir).filter((f) => f.endsWith('.chunkvault-lock')), [], 'the lock goes with the restore');
+    writeFileSync(lock, deadWriter());
+    writeFileSync(target, pseudoRandom(v.length, 16));
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1 });
+    assert.ok(readFileSync(target).equals(v));
+    assert.deepEqual(readdirSync(repo.dir).filter((f) => f.endsWith('.chunkvault-lock')), []);
+  });
+
   it('a file that shrinks or grows while it is backed up fails the backup; nothing of it stays', async () => {
     for (const [label, change] of [['shrinks', (f: string) => truncateSync(f, 100_000)], ['grows', (f: string) => appendFileSync(f, pseudoRandom(70_000, 8))]] as const) {
       const file = repo.file(`${label}.img`, mixedVolume(500 * 1024, 7));
