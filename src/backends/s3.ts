@@ -66,7 +66,7 @@ export class S3Backend implements Backend {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = (err as Error).name;
       const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
-      const named = name && name !== 'Unknown' && status && status !== 401 && status !== 403;
+      const named = name && name !== 'Unknown' && name !== 'Error' && status && status !== 401 && status !== 403;
       throw classifyFailure(err, named ? `${label}: ${name}` : label, ctx, status, opts?.signal);
     }
   }

@@ -304,7 +304,9 @@ serviceOptions(program
 
 /** One line on stderr; with --json also one error object on stdout (unless stdout carries a volume). */
 function fail(message: string, code: number, kind: string): never {
-  process.stderr.write(`chunkvault: error: ${message}\n`);
+  // One line, whatever a path holds: control characters are written as escapes.
+  const line = message.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  process.stderr.write(`chunkvault: error: ${line}\n`);
   if (program.opts<GlobalOptions>().json && !stdoutCarriesVolume) {
     process.stdout.write(JSON.stringify({ error: { code, kind, message } }, null, 2) + '\n');
   }

@@ -112,6 +112,7 @@ describe('chunkvault CLI', () => {
   it('refuses bad input with one clear line and a non-zero exit', () => {
     failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
     failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
+    failsCleanly(cv('backup', path.join(tmp.dir, 'no\nsuch.img')), 2, /cannot open source .*no\\x0asuch\.img: no such file/);
     const records = json('list', '--all').length;
     failsCleanly(cv('backup', '/dev/zero'), 2, /source \/dev\/zero is a character device .*, not a volume/);
     failsCleanly(cv('backup', file('empty.img', Buffer.alloc(0))), 2, /source .*empty\.img is empty: there is nothing to back up/);
