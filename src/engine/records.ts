@@ -152,7 +152,23 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   const loc = { id: r.id, container: r.container, prefix: r.service_metadata };
   const meta = await readMetadata(backend, loc, { signal });
   const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
-  const full = !r.parent_id && sha ? layerLength(meta, sha, undefined, r.id) : null;
+  // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
+  const parentLayer = async (): Promise<Layer | undefined> => {
+    const p = r.parent_id ? await catalog.get(r.parent_id) : undefined;
+    if (!p || p.volume_bytes === null || p.container === null || p.service_metadata === null) return undefined;
+    const ploc = { id: p.id, container: p.container, prefix: p.service_metadata };
+    return { loc: ploc, meta: await readMetadata(backend, ploc, { signal }), sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
+  };
+  const parent = r.parent_id ? await parentLayer().catch(() => undefined) : undefined;
+  let full: number | null = null;
+  if (sha && !r.parent_id) full = layerLength(meta, sha, undefined, r.id);
+  else if (sha && parent) {
+    try {
+      full = layerLength(meta, sha, parent, r.id);
+    } catch {
+      full = null; // restore and verify say what is wrong with the chain
+    }
+  }
   return catalog.create({
     id: r.id, volume_id: r.volume_id, parent_id: r.parent_id, repository: backend.url, container: r.container,
     service_metadata: r.service_metadata, status: 'available', fail_reason: null, size: r.size, volume_bytes: full,

@@ -197,6 +197,7 @@ describe('chunkvault CLI', () => {
     const r = imp(exported.backup_url);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).parent_id, fullId);
+    assert.equal(JSON.parse(r.stdout).volume_bytes, v2.length, "an incremental's exact length, from its parent's");
     const restored = spawnSync(process.execPath, [MAIN, 'verify', incrId, '--catalog', other], { env, encoding: 'utf8' });
     assert.equal(restored.status, 0, restored.stderr);
     const again = imp(exported.backup_url);
