@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
-import { RetryBackend } from '../../src/backends/retry.js';
+import { RetryBackend, type RetryPolicy } from '../../src/backends/retry.js';
 import { SqliteCatalog } from '../../src/catalog/sqlite.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
@@ -112,120 +112,98 @@ describe('retries against a flaky object store', () => {
 describe('what an object store answers is checked, and its faults retried call by call', () => {
   const tmp = scratch('answers');
   after(() => tmp.cleanup());
-  const server = () => new URL(swiftServer().url);
-  const proxied = async (o: FaultProxyOptions) => startFaultProxy({ host: server().hostname, port: Number(server().port) }, o);
-  const direct = (bucket: string) => new RetryBackend(s3Backend(bucket), FAST_RETRY);
 
-  it('an S3 PUT answered without the MD5 of the data as its ETag fails: whatever answered stored nothing', async () => {
-    const bucket = uniqueName('no-etag');
-    await direct(bucket).ensureContainer(bucket);
-    const proxy = await proxied({ decide: (r) => (r.method === 'PUT' && r.path.includes('/obj') ? 'no-etag' : undefined) });
-    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url }), FAST_RETRY);
-    try {
-      await assert.rejects(backend.put(bucket, 'obj', randomBytes(1000)), (err: Error) =>
-        err instanceof BackendError && /^s3 PUT .*\/obj: the server answered ETag \(none\), not the MD5 of the data [0-9a-f]{32}$/.test(err.message));
-      assert.equal(proxy.injected['no-etag'], 1);
-    } finally {
-      await proxy.close();
-      await backend.close();
-    }
-  });
-
-  it('a listing of many pages resumes after a fault where it stopped', async () => {
-    const bucket = uniqueName('pages');
-    const store = direct(bucket);
+  interface Stores { bucket: string; store: RetryBackend; proxy: FaultProxy; backend: RetryBackend; catalog: SqliteCatalog }
+  /** A fresh bucket reached directly (`store`) and through a fault proxy (`backend`), and a catalog; all closed after `fn`. */
+  async function withStores(label: string, proxyOpts: FaultProxyOptions, fn: (s: Stores) => Promise<void>,
+    backendOpts: { pageSize?: number; requestTimeoutMs?: number } = {}, policy: Partial<RetryPolicy> = FAST_RETRY): Promise<void> {
+    const bucket = uniqueName(label);
+    const store = new RetryBackend(s3Backend(bucket), FAST_RETRY);
     await store.ensureContainer(bucket);
-    const names = Array.from({ length: 40 }, (_, i) => `p-${String(i).padStart(3, '0')}`);
-    await Promise.all(names.map((n) => store.put(bucket, n, Buffer.from(n))));
-    let lists = 0;
-    // Every third page fails: a listing restarted whole would never get past its third page.
-    const proxy = await proxied({ decide: (r) => (r.method === 'GET' && r.path.includes('list-type=2') && ++lists % 3 === 0 ? '503' : undefined) });
-    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url, pageSize: 4 }), FAST_RETRY);
+    const server = new URL(swiftServer().url);
+    const proxy = await startFaultProxy({ host: server.hostname, port: Number(server.port) }, proxyOpts);
+    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url, ...backendOpts }), policy);
+    const catalog = new SqliteCatalog(path.join(tmp.dir, `${label}.db`));
     try {
-      const seen: string[] = [];
-      for await (const n of backend.list(bucket, 'p-')) seen.push(n);
-      assert.deepEqual(seen, names);
-      assert.ok(proxy.injected['503'] >= 3, JSON.stringify(proxy.injected));
-      assert.equal(backend.stats.retries, proxy.injected['503']);
-    } finally {
-      await proxy.close();
-      await backend.close();
-      await store.close();
-    }
-  });
-
-  it('a request that timed out is tried again, even when the timeout took longer than the time allowed for retries', async () => {
-    const bucket = uniqueName('timeout');
-    const store = direct(bucket);
-    await store.ensureContainer(bucket);
-    const data = randomBytes(5000);
-    await store.put(bucket, 'slow', data);
-    let gets = 0;
-    const proxy = await proxied({ decide: (r) => (r.method === 'GET' && r.path.includes('/slow') && ++gets === 1 ? 'stall' : undefined) });
-    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url, requestTimeoutMs: 500 }),
-      { attempts: 4, baseDelayMs: 20, maxDelayMs: 100, totalMs: 300 });
-    try {
-      assert.ok((await backend.get(bucket, 'slow')).equals(data));
-      assert.equal(backend.stats.retries, 1);
-    } finally {
-      await proxy.close();
-      await backend.close();
-      await store.close();
-    }
-  });
-
-  it('a data object gone after the listing (lost, quarantined) is an integrity failure naming it', async () => {
-    const bucket = uniqueName('gone');
-    const store = direct(bucket);
-    const catalog = new SqliteCatalog(path.join(tmp.dir, 'gone.db'));
-    const file = path.join(tmp.dir, 'gone.img');
-    writeFileSync(file, randomBytes(300_000));
-    const source = await openSource(file);
-    const b = await runBackup({ backend: store, catalog, source, volumeId: 'gone', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1 });
-    await source.close();
-    const proxy = await proxied({ decide: (r) => (r.method === 'GET' && /-00002(\?|$)/.test(r.path) ? '404' : undefined) });
-    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url }), FAST_RETRY);
-    await catalog.update(b.id, { repository: backend.url }); // the same store, reached through the proxy
-    try {
-      await assert.rejects(restoreBackup({ backend, catalog, backupId: b.id, threads: 1 }), (err: Error) =>
-        err instanceof IntegrityError && new RegExp(`object \\S+-00002 \\(offset 65536\\) listed in its metadata is missing from container ${bucket}$`).test(err.message));
+      await fn({ bucket, store, proxy, backend, catalog });
     } finally {
       await proxy.close();
       await backend.close();
       await store.close();
       await catalog.close();
     }
+  }
+  /** Object names whose request path ends with this data object's number. */
+  const object = (n: string) => new RegExp(`-${n}(\\?|$)`);
+
+  it('an S3 PUT answered without the MD5 of the data as its ETag fails: whatever answered stored nothing', async () => {
+    await withStores('no-etag', { decide: (r) => (r.method === 'PUT' && r.path.includes('/obj') ? 'no-etag' : undefined) }, async ({ bucket, proxy, backend }) => {
+      await assert.rejects(backend.put(bucket, 'obj', randomBytes(1000)), (err: Error) =>
+        err instanceof BackendError && /^s3 PUT .*\/obj: the server answered ETag \(none\), not the MD5 of the data [0-9a-f]{32}$/.test(err.message));
+      assert.equal(proxy.injected['no-etag'], 1);
+    });
+  });
+
+  it('a listing of many pages resumes after a fault where it stopped', async () => {
+    let lists = 0;
+    // Every third page fails: a listing restarted whole would never get past its third page.
+    const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'GET' && r.path.includes('list-type=2') && ++lists % 3 === 0 ? '503' : undefined);
+    await withStores('pages', { decide }, async ({ bucket, store, proxy, backend }) => {
+      const names = Array.from({ length: 40 }, (_, i) => `p-${String(i).padStart(3, '0')}`);
+      await Promise.all(names.map((n) => store.put(bucket, n, Buffer.from(n))));
+      const seen: string[] = [];
+      for await (const n of backend.list(bucket, 'p-')) seen.push(n);
+      assert.deepEqual(seen, names);
+      assert.ok(proxy.injected['503'] >= 3, JSON.stringify(proxy.injected));
+      assert.equal(backend.stats.retries, proxy.injected['503']);
+    }, { pageSize: 4 });
+  });
+
+  it('a request that timed out is tried again, even when the timeout took longer than the time allowed for retries', async () => {
+    let gets = 0;
+    const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'GET' && r.path.includes('/slow') && ++gets === 1 ? 'stall' : undefined);
+    await withStores('timeout', { decide }, async ({ bucket, store, backend }) => {
+      const data = randomBytes(5000);
+      await store.put(bucket, 'slow', data);
+      assert.ok((await backend.get(bucket, 'slow')).equals(data));
+      assert.equal(backend.stats.retries, 1);
+    }, { requestTimeoutMs: 500 }, { attempts: 4, baseDelayMs: 20, maxDelayMs: 100, totalMs: 300 });
+  });
+
+  it('a data object gone after the listing (lost, quarantined) is an integrity failure naming it', async () => {
+    const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'GET' && object('00002').test(r.path) ? '404' : undefined);
+    await withStores('gone', { decide }, async ({ bucket, store, backend, catalog }) => {
+      const file = path.join(tmp.dir, 'gone.img');
+      writeFileSync(file, randomBytes(300_000));
+      const source = await openSource(file);
+      const b = await runBackup({ backend: store, catalog, source, volumeId: 'gone', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1 });
+      await source.close();
+      await catalog.update(b.id, { repository: backend.url }); // the same store, reached through the proxy
+      await assert.rejects(restoreBackup({ backend, catalog, backupId: b.id, threads: 1 }), (err: Error) =>
+        err instanceof IntegrityError && new RegExp(`object \\S+-00002 \\(offset 65536\\) listed in its metadata is missing from container ${bucket}$`).test(err.message));
+    });
   });
 
   it('writes in flight when a backup fails may still land: they finish first, and the clean-up removes them', async () => {
-    const bucket = uniqueName('in-flight');
-    const store = direct(bucket);
-    await store.ensureContainer(bucket);
-    const catalog = new SqliteCatalog(path.join(tmp.dir, 'in-flight.db'));
-    const file = path.join(tmp.dir, 'in-flight.img');
-    writeFileSync(file, randomBytes(5 * 64 * 1024));
     // Object 2 reaches the server late; object 3 is refused, which fails the backup meanwhile.
-    const proxy = await proxied({
-      delayMs: 1500,
-      decide: (r) => (r.method !== 'PUT' ? undefined : /-00002(\?|$)/.test(r.path) ? 'delay' : /-00003(\?|$)/.test(r.path) ? '404' : undefined),
-    });
-    const backend = new RetryBackend(s3Backend(bucket, { endpoint: proxy.url }), FAST_RETRY);
-    const source = await openSource(file);
-    try {
-      await assert.rejects(runBackup({ backend, catalog, source, volumeId: 'in-flight', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1, backupId: 'in-flight-1' }),
-        /-00003/);
+    const decide: FaultProxyOptions['decide'] = (r) =>
+      (r.method !== 'PUT' ? undefined : object('00002').test(r.path) ? 'delay' : object('00003').test(r.path) ? '404' : undefined);
+    await withStores('in-flight', { delayMs: 1500, decide }, async ({ bucket, store, proxy, backend, catalog }) => {
+      const file = path.join(tmp.dir, 'in-flight.img');
+      writeFileSync(file, randomBytes(5 * 64 * 1024));
+      const source = await openSource(file);
+      try {
+        await assert.rejects(runBackup({ backend, catalog, source, volumeId: 'in-flight', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1, backupId: 'in-flight-1' }),
+          /-00003/);
+      } finally {
+        await source.close();
+      }
       assert.equal(proxy.injected.delay, 1);
       await new Promise((r) => setTimeout(r, 2500)); // past the delay: whatever was going to land has landed
       const left: string[] = [];
       for await (const n of store.list(bucket, '')) left.push(n);
       assert.deepEqual(left, []);
       assert.equal((await catalog.get('in-flight-1'))!.status, 'error');
-    } finally {
-      await source.close();
-      await proxy.close();
-      await backend.close();
-      await store.close();
-      await catalog.close();
-    }
+    });
   });
 });

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { openCatalog, redactCatalogAddress } from '../../src/catalog/open.js';
-import pg from 'pg';
 import { CatalogError } from '../../src/errors.js';
-import { freshDatabase, pgServer } from '../support/pg-server.js';
+import { dropDatabase, freshDatabase } from '../support/pg-server.js';
 import { catalogConformance, record } from './conformance.js';
 import { jobQueueConformance } from './job-conformance.js';
 
@@ -31,13 +30,7 @@ it('postgres: a database that goes away under an open catalog gives errors namin
   const c = await openCatalog(url);
   try {
     await c.create(record('before'));
-    const admin = new pg.Client({ connectionString: pgServer() });
-    await admin.connect();
-    try {
-      await admin.query(`DROP DATABASE ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
-    } finally {
-      await admin.end();
-    }
+    await dropDatabase(url);
     await assert.rejects(c.list(), (err: Error) =>
       err instanceof CatalogError && err.message.startsWith(`catalog ${redactCatalogAddress(url)}: `));
     await assert.rejects(c.jobs.list(), CatalogError);

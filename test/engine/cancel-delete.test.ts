@@ -49,14 +49,20 @@ describe('cancellation, failures and delete', () => {
     assert.deepEqual(objectsOf(rec.container!), []);
   });
 
-  it('delete of a backup another writer is still writing stops the writer, which cleans up', async () => {
+  /** A backup of a slow stream in flight (300 ms in), and the catalog as another process sees it. */
+  async function inFlight(id: string, volumeId: string) {
     const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
-    const id = 'a0000000-0000-4000-8000-000000000002';
     const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
-    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'deleted-while-running', ...SMALL, backupId: id, cancelPollMs: 50 });
+    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId, ...SMALL, backupId: id, cancelPollMs: 50 });
     running.catch(() => {});
+    await sleep(300);
+    return { other, running };
+  }
+
+  it('delete of a backup another writer is still writing stops the writer, which cleans up', async () => {
+    const id = 'a0000000-0000-4000-8000-000000000002';
+    const { other, running } = await inFlight(id, 'deleted-while-running');
     try {
-      await sleep(300);
       assert.equal((await other.get(id))!.status, 'creating');
       const r = await deleteBackup({ backend: repo.backend, catalog: other, backupId: id, waitMs: 30_000 });
       assert.equal(r.cancelledRunning, true);
@@ -70,13 +76,9 @@ describe('cancellation, failures and delete', () => {
   });
 
   it('a writer whose backup another process gave up on (marked error) stops, and never commits it', async () => {
-    const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
     const id = 'a0000000-0000-4000-8000-000000000010';
-    const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
-    const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'given-up', ...SMALL, backupId: id, cancelPollMs: 50 });
-    running.catch(() => {});
+    const { other, running } = await inFlight(id, 'given-up');
     try {
-      await sleep(300);
       // What a service does for a worker whose lease ran out.
       assert.ok(await other.update(id, { status: 'error', fail_reason: 'lease expired: the worker stopped renewing it' }, ['creating']));
       await assert.rejects(running, (err: Error) => err instanceof CancelledError &&

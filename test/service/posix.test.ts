@@ -11,8 +11,7 @@ import type { Catalog } from '../../src/catalog/catalog.js';
 import { openCatalog } from '../../src/catalog/open.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
-import pg from 'pg';
-import { freshDatabase, pgServer } from '../support/pg-server.js';
+import { dropDatabase, freshDatabase } from '../support/pg-server.js';
 import { startService, type RunningService } from '../support/service.js';
 import { MiB, fifoVolume, fleetScenario, objectsUnder } from './scenarios.js';
 
@@ -387,13 +386,7 @@ describe('service: catalog outage', () => {
     const svc = await startService({ repo: path.join(dir, 'repo'), catalog: db, volumes: [`${dir}/**`], workers: 0 });
     try {
       assert.match((await svc.request('GET', '/metrics', undefined, null)).body, /^chunkvault_catalog_up 1$/m);
-      const admin = new pg.Client({ connectionString: pgServer() });
-      await admin.connect();
-      try {
-        await admin.query(`DROP DATABASE ${new URL(db).pathname.slice(1)} WITH (FORCE)`);
-      } finally {
-        await admin.end();
-      }
+      await dropDatabase(db);
       await sleep(600); // one catalog query serves the scrapes of half a second
       const down = await svc.request('GET', '/metrics', undefined, null);
       assert.equal(down.status, 200);

@@ -31,3 +31,14 @@ export async function freshDatabase(): Promise<string> {
   u.pathname = `/${name}`;
   return u.toString();
 }
+
+/** Drops a database under whoever still uses it (a catalog losing its database). */
+export async function dropDatabase(url: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: pgServer() });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
