@@ -204,6 +204,8 @@ interface Output {
   alignedBuffer?(length: number): Promise<Buffer | undefined>;
   write(data: Uint8Array, position: number): Promise<void>;
   commit(): Promise<void>;
+  /** Stops waiting: writes held for pieces that will never come fail with `err` (ordered outputs). */
+  interrupt?(err: Error): void;
   abort(): Promise<void>;
 }
 
@@ -385,6 +387,7 @@ function streamOutput(name: string, stream: Writable, close: boolean, signal?: A
       ordered.detach();
       done();
     }),
+    interrupt: (err) => ordered.abort(err),
     // After a failure the listener stays: a late 'error' (a broken pipe) must not go unhandled.
     abort: async () => {
       done();
@@ -501,8 +504,10 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
           if (!keep && start >= 0) {
             const from = (run.block + start) * bs;
             const to = Math.min((run.block + i) * bs, plan.bytes);
-            if (out) await out.write(into.subarray(from - object.offset, to - object.offset), from);
-            bytesWritten += to - from;
+            if (out) {
+              await out.write(into.subarray(from - object.offset, to - object.offset), from);
+              bytesWritten += to - from;
+            }
             start = -1;
           }
         }
@@ -534,7 +539,9 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
     await out?.commit();
   } catch (err) {
     // Objects still in flight finish (or fail) before the output goes: nothing keeps running
-    // against a closed file or a stopped pool once this call has returned.
+    // against a closed file or a stopped pool once this call has returned. Pieces of an ordered
+    // output that wait for bytes the failed object held would wait forever: they fail now.
+    out?.interrupt?.(err as Error);
     await Promise.allSettled(pending);
     await out?.abort().catch(() => {});
     throw err;

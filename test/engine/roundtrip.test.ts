@@ -1,7 +1,7 @@
 /** Backup and restore round trips: sizes, growth, shrinkage, streams, sparseness, chains. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants as fsc, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -9,7 +9,7 @@ import type { Backend } from '../../src/backends/backend.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource } from '../../src/engine/source.js';
-import { ConflictError, InvalidInputError } from '../../src/errors.js';
+import { ConflictError, IntegrityError, InvalidInputError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
 
 describe('backup/restore round trips', () => {
@@ -203,6 +203,21 @@ describe('backup/restore round trips', () => {
     // Memory for one object in flight by the usual measure, but three are open at once (a hang if
     // the object holding the next bytes could not get a buffer).
     assert.ok((await restoreToStream(ids[2]!, { inFlightBytes: 3 * 64 * 1024 })).equals(versions[2]!));
+  });
+
+  it('a failed check while streaming stops the stream with the error, and gives the backup back', async () => {
+    const versions = nestedVersions();
+    const ids = await chain('stream-damaged', versions);
+    const rec = (await repo.catalog.get(ids[0]!))!;
+    const object = path.join(repo.dir, 'repo', rec.container!, `${rec.service_metadata}-00001`);
+    const bytes = readFileSync(object);
+    bytes[bytes.length >> 1]! ^= 0xff;
+    writeFileSync(object, bytes);
+    for (const threads of [1, 3]) {
+      // The first object fails its check while later pieces wait for its bytes: they must not wait forever.
+      await assert.rejects(restoreToStream(ids[2]!, { threads }), (err: Error) => err instanceof IntegrityError);
+      assert.equal((await repo.catalog.get(ids[2]!))!.status, 'available');
+    }
   });
 
   it('refuses to stream a chain whose split objects would not fit the memory for objects in flight, before writing', async () => {
