@@ -2,8 +2,12 @@ import { BackendError, CatalogError, ChunkvaultError, InvalidInputError } from '
 import type { Catalog } from './catalog.js';
 import { SqliteCatalog } from './sqlite.js';
 
-/** Opens a catalog: `postgres://…`/`postgresql://…` for PostgreSQL, otherwise a SQLite file path. */
-export async function openCatalog(address: string): Promise<Catalog> {
+/**
+ * Opens a catalog: `postgres://…`/`postgresql://…` for PostgreSQL, otherwise a SQLite file path.
+ * A SQLite file's directory must exist, unless `createDirectory` (the embedded default's place):
+ * a mistyped path is an error, not a new empty catalog.
+ */
+export async function openCatalog(address: string, opts: { createDirectory?: boolean } = {}): Promise<Catalog> {
   const name = redactCatalogAddress(address);
   if (/^postgres(ql)?:\/\//i.test(address)) {
     // Loaded on demand: the embedded default never needs the PostgreSQL client.
@@ -15,11 +19,11 @@ export async function openCatalog(address: string): Promise<Catalog> {
   }
   let catalog: SqliteCatalog;
   try {
-    catalog = new SqliteCatalog(address);
+    catalog = new SqliteCatalog(address, opts.createDirectory ?? false);
   } catch (err) {
     // A path that is no database, or that cannot be opened, is the caller's to fix.
     const code = (err as { code?: string }).code ?? '';
-    const Kind = code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CANTOPEN') || code === 'EACCES' || code === 'ENOTDIR' || code === 'EEXIST' ? InvalidInputError : CatalogError;
+    const Kind = code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CANTOPEN') || code === 'EACCES' || code === 'ENOTDIR' || code === 'EEXIST' || code === 'ENOENT' ? InvalidInputError : CatalogError;
     throw new Kind(`cannot open catalog ${name}: ${(err as Error).message}`, { cause: err });
   }
   return guarded(catalog, name);

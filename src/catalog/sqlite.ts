@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { ConflictError, NotFoundError } from '../errors.js';
 import { CATALOG_COLUMNS } from './columns.js';
@@ -58,8 +58,13 @@ export class SqliteCatalog implements Catalog {
   private readonly db: Database.Database;
   readonly jobs: SqliteJobQueue;
 
-  constructor(readonly file: string) {
-    if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  /** `createDirectory`: make the file's directory if it is missing (the embedded default's). */
+  constructor(readonly file: string, createDirectory = true) {
+    if (file !== ':memory:') {
+      const dir = path.dirname(path.resolve(file));
+      if (createDirectory) mkdirSync(dir, { recursive: true });
+      else if (!existsSync(dir)) throw Object.assign(new Error(`directory ${dir} does not exist`), { code: 'ENOENT' });
+    }
     this.db = new Database(file);
     this.db.pragma('busy_timeout = 10000'); // first: several processes may create the file at once
     this.db.pragma('journal_mode = WAL');

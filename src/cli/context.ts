@@ -46,7 +46,8 @@ export function cancellation(): CancelledError | undefined {
  */
 export async function openContext(opts: GlobalOptions): Promise<Context> {
   const backend = await openBackend(opts.repo ?? process.env.CHUNKVAULT_REPO ?? defaultRepositoryPath());
-  const catalog = await openCatalog(opts.catalog ?? process.env.CHUNKVAULT_CATALOG ?? defaultCatalogPath());
+  const named = opts.catalog ?? process.env.CHUNKVAULT_CATALOG;
+  const catalog = await openCatalog(named ?? defaultCatalogPath(), { createDirectory: named === undefined });
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);

@@ -80,11 +80,12 @@ function print(ctx: Context, value: unknown, human: string, stream: NodeJS.Writa
 
 const program = new Command('chunkvault')
   .description('Block-volume backups in OpenStack Cinder\'s chunked repository format')
-  .option('--repo <address>', 'repository: a directory, file:/path, s3://bucket?... or swift://container?... (env CHUNKVAULT_REPO)')
-  .option('--catalog <file>', 'catalog: a SQLite file, or postgres://user:password@host:port/db (env CHUNKVAULT_CATALOG)')
+  .option('--repo <address>', 'repository: a directory, file:/path, s3://bucket?... or swift://container?... (env CHUNKVAULT_REPO; default $XDG_DATA_HOME/chunkvault/repository)')
+  .option('--catalog <file>', 'catalog: a SQLite file, or postgres://user:password@host:port/db (env CHUNKVAULT_CATALOG; default $XDG_DATA_HOME/chunkvault/catalog.db)')
   .option('--json', 'print one JSON result object')
   .option('-q, --quiet', 'print nothing but errors')
-  .showHelpAfterError()
+  // Usage errors are reported like every other error (one line, JSON with --json): see below.
+  .configureOutput({ outputError: () => {} })
   .exitOverride();
 
 program
@@ -191,6 +192,7 @@ program
         throw new InvalidInputError('standard output is a terminal: redirect it, or name a file or block device to restore into');
       }
       stdoutCarriesVolume = toStdout;
+      if (toStdout && (o.toExisting || o.force)) throw new InvalidInputError('--to-existing and --force name a file or device: a restore to - writes standard output');
       const r = await withProgress(ctx, (progress) => restoreBackup({
         backend: ctx.backend, catalog: ctx.catalog, backupId: id, target, stream: toStdout ? process.stdout : undefined,
         toExisting: !!o.toExisting, force: !!o.force, threads: o.threads, signal: ctx.signal, ...progress,
@@ -221,7 +223,7 @@ program
   .action(async (id: string, o, cmd: Command) =>
     withContext(cmd, async (ctx) => {
       const r = await deleteBackup({ backend: ctx.backend, catalog: ctx.catalog, backupId: id, waitMs: o.wait * 1000, signal: ctx.signal });
-      print(ctx, r, r.cancelledRunning ? `cancelled and deleted running backup ${id}` : `deleted backup ${id} (${r.objectsDeleted} objects)`);
+      print(ctx, r, r.cancelledRunning ? `cancelled and deleted running backup ${id}` : `deleted backup ${id} (${r.objectsDeleted} object${r.objectsDeleted === 1 ? '' : 's'} removed)`);
     }),
   );
 
@@ -278,7 +280,7 @@ program
 const collect = (v: string, all: string[] = []) => [...all, v];
 const serviceOptions = (cmd: Command) =>
   cmd
-    .option('--config <file>', 'service configuration (JSON: tokens, volumes, listen, repo, catalog, lease_seconds)')
+    .option('--config <file>', 'service configuration (JSON: tokens, volumes, listen, repo, catalog, lease_seconds, shutdown_timeout_seconds)')
     .option('--volume <pattern>', 'allow this volume path or glob pattern (repeatable; env CHUNKVAULT_VOLUMES)', collect)
     .option('--lease-seconds <n>', 'job lease: a worker silent this long is presumed dead (default 30)', secondsOption('--lease-seconds', true))
     .option('--shutdown-timeout <seconds>', 'on SIGTERM, how long running jobs may take to finish before they are cancelled (default 30)', secondsOption('--shutdown-timeout'))
@@ -325,7 +327,10 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
-    process.exit(err.exitCode === 0 ? 0 : 2);
+    if (err.exitCode === 0) process.exit(0); // --help, --version
+    // A command group without its sub-command shows its help (on stderr) and fails.
+    const what = err.code === 'commander.help' ? 'a sub-command is needed' : err.message.replace(/^error: /, '');
+    fail(`${what} (see chunkvault --help)`, 2, 'InvalidInputError');
   }
   // A cancel may surface as whatever the interrupted call threw (an AbortError): it is a cancel.
   const cancel = cancellation();

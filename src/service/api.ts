@@ -77,10 +77,16 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   return value;
 }
 
-/** No text the API takes may hold a NUL character: no path, name or id has one. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * No text the API takes may hold a NUL character (no path, name or id has one) or half of a
+ * UTF-16 surrogate pair (it would be stored as U+FFFD, not as sent).
+ */
 function refuseNul(value: unknown, where: string): void {
   if (typeof value === 'string') {
     if (value.includes('\0')) throw new HttpError(400, `${where}: text must not contain NUL characters`);
+    if (LONE_SURROGATE.test(value)) throw new HttpError(400, `${where}: text must be well-formed Unicode (a lone surrogate)`);
   } else if (Array.isArray(value)) {
     value.forEach((v, i) => refuseNul(v, `${where}[${i}]`));
   } else if (typeof value === 'object' && value !== null) {
@@ -232,6 +238,14 @@ export class ApiServer {
       }
       routeName = route.name;
       if (who && route.mutates && who.role !== 'admin') throw new HttpError(403, `token '${who.name}' may only read`);
+      // URLSearchParams decodes leniently ('%zz' stays as it is): each part must be valid percent-encoded UTF-8.
+      for (const part of url.search.slice(1).split('&')) {
+        try {
+          decodeURIComponent(part.replace(/\+/g, ' '));
+        } catch {
+          throw new HttpError(400, `query: '${part}' is not valid percent-encoding`);
+        }
+      }
       const query: Record<string, string> = {};
       for (const [k, v] of url.searchParams) {
         if (k in query) throw new HttpError(400, `query: parameter '${k}' given more than once`);

@@ -35,7 +35,7 @@ export class Metrics {
 
   constructor(catalog: Catalog) {
     const registry = this.registry;
-    client.collectDefaultMetrics({ register: registry, prefix: 'chunkvault_process_' });
+    client.collectDefaultMetrics({ register: registry, prefix: 'chunkvault_' });
     this.httpDuration = new client.Histogram({
       name: 'chunkvault_http_request_duration_seconds',
       help: 'HTTP API request latency',

@@ -47,9 +47,10 @@ async function open(o: ServiceCliOptions): Promise<Opened> {
   });
   const allow = new AllowList(config.volumes);
   const repoAddress = o.repo ?? process.env.CHUNKVAULT_REPO ?? config.repo ?? defaultRepositoryPath();
-  const catalogAddress = o.catalog ?? process.env.CHUNKVAULT_CATALOG ?? config.catalog ?? defaultCatalogPath();
+  const named = o.catalog ?? process.env.CHUNKVAULT_CATALOG ?? config.catalog;
+  const catalogAddress = named ?? defaultCatalogPath();
   const backend = await openBackend(repoAddress);
-  const catalog = await openCatalog(catalogAddress);
+  const catalog = await openCatalog(catalogAddress, { createDirectory: named === undefined });
   return { config, backend, catalog, allow, repoAddress, catalogAddress };
 }
 

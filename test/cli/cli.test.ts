@@ -112,6 +112,16 @@ describe('chunkvault CLI', () => {
   it('refuses bad input with one clear line and a non-zero exit', () => {
     failsCleanly(cv('backup', path.join(tmp.dir, 'missing.img')), 2, /cannot open source .*missing\.img: no such file or device/);
     failsCleanly(cv('backup', tmp.dir), 2, /is a directory, not a volume/);
+    failsCleanly(cv('list', '--catalog', path.join(tmp.dir, 'no-such-dir', 'c.db')), 2, /cannot open catalog .*no-such-dir\/c\.db: directory .*no-such-dir does not exist/);
+    assert.ok(!readdirSync(tmp.dir).includes('no-such-dir'), 'a mistyped catalog path creates nothing');
+    failsCleanly(cv('list', '--bogus'), 2, /^chunkvault: error: unknown option '--bogus' \(see chunkvault --help\)\n$/);
+    failsCleanly(cv('backup'), 2, /missing required argument 'source'/);
+    const group = cv('--json', 'catalog');
+    assert.equal(group.status, 2);
+    assert.match(JSON.parse(group.stdout).error.message, /a sub-command is needed/);
+    const usage = cv('--json', 'list', '--bogus');
+    assert.equal(usage.status, 2);
+    assert.equal(JSON.parse(usage.stdout).error.kind, 'InvalidInputError');
     failsCleanly(cv('backup', path.join(tmp.dir, 'no\nsuch.img')), 2, /cannot open source .*no\\x0asuch\.img: no such file/);
     const records = json('list', '--all').length;
     failsCleanly(cv('backup', '/dev/zero'), 2, /source \/dev\/zero is a character device .*, not a volume/);
@@ -132,6 +142,7 @@ describe('chunkvault CLI', () => {
     assert.equal(missing.status, 4);
     assert.deepEqual(JSON.parse(missing.stdout), { error: { code: 4, kind: 'NotFoundError', message: 'backup nope is not in the catalog' } });
     failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
+    failsCleanly(cv('restore', fullId, '-', '--to-existing'), 2, /--to-existing and --force name a file or device/);
     const onTty = onTerminal('restore', fullId, '-');
     assert.equal(onTty.status, 2, onTty.stdout);
     assert.match(onTty.stdout, /chunkvault: error: standard output is a terminal: redirect it, or name a file or block device/);

@@ -219,6 +219,9 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['POST', '/v1/backups', { volume: file, name: 'a\u0000b' }, svc.admin, 400, /request body 'name': text must not contain NUL/],
       ['GET', '/v1/backups/%E0%A4%A', undefined, svc.admin, 400, /path: '%E0%A4%A' is not valid percent-encoding/],
       ['GET', '/v1/jobs/%ZZ', undefined, svc.admin, 400, /not valid percent-encoding/],
+      ['GET', '/v1/backups?name=%zz', undefined, svc.admin, 400, /query: 'name=%zz' is not valid percent-encoding/],
+      ['GET', '/v1/backups?name=%FF', undefined, svc.admin, 400, /query: 'name=%FF' is not valid percent-encoding/],
+      ['POST', '/v1/backups', { volume: file, name: 'a\ud800b' }, svc.admin, 400, /request body 'name': text must be well-formed Unicode/],
       ['POST', `/v1/backups/${parent}/restore`, { target: vols }, svc.admin, 400, /is a directory, not a file/],
       ['POST', `/v1/backups/${parent}/restore`, { target: file }, svc.admin, 400, /target '.*base\.img' exists: set to_existing to write into it in place, or force to replace it/],
       ['GET', '/v1/nothing', undefined, null, 401, /bearer token is required/],
@@ -391,7 +394,7 @@ describe('service: catalog outage', () => {
       const down = await svc.request('GET', '/metrics', undefined, null);
       assert.equal(down.status, 200);
       assert.match(down.body, /^chunkvault_catalog_up 0$/m);
-      assert.match(down.body, /^chunkvault_process_process_resident_memory_bytes \d+$/m);
+      assert.match(down.body, /^chunkvault_process_resident_memory_bytes \d+$/m);
       assert.match(down.body, /^chunkvault_http_request_duration_seconds_count\{method="GET",route="\/metrics",code="200"\} \d+$/m);
       assert.doesNotMatch(down.body, /^chunkvault_jobs\{/m, 'no job figures without the catalog');
       assert.equal((await svc.request('GET', '/healthz', undefined, null)).status, 503);
