@@ -35,6 +35,10 @@ export class PosixBackend implements Backend {
     if (rel.startsWith('..') || path.isAbsolute(rel)) {
       throw new InvalidInputError(`path escapes the repository root: container '${container}', object '${name}'`);
     }
+    const long = rel.split(path.sep).find((part) => Buffer.byteLength(part) > 255);
+    if (long !== undefined) {
+      throw new InvalidInputError(`container '${container}' or object '${name}' has a name part longer than 255 bytes, the most a file name can be`);
+    }
     return full;
   }
 

@@ -156,19 +156,21 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('backup', '-', '--incremental'), 2, /an incremental backup of stdin needs --volume-id \(or --parent\)/);
     failsCleanly(cv('delete', fullId, '--wait', 'soon'), 2, /--wait: expected a number of seconds, got 'soon'/);
     failsCleanly(cv('serve', '--workers', '-1'), 2, /--workers: expected a whole number from 0 to 64, got '-1'/);
-    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
-    const leaky = cv('backup', vol, '--repo', 's3://b?endpoint=http://user:hush@127.0.0.1:1');
+    failsCleanly(cv('backup', vol, '--repo', 's3://bkt?endpoint=http://127.0.0.1:1&path_style=maybe'), 2, /path_style must be true or false, got 'maybe'/);
+    const leaky = cv('backup', vol, '--repo', 's3://bkt?endpoint=http://user:hush@127.0.0.1:1');
     failsCleanly(leaky, 2, /endpoint: credentials do not belong in the repository address; use the environment/);
     assert.doesNotMatch(leaky.stderr, /hush/);
     failsCleanly(cv('backup', vol, '--repo', 'swift://c?auth=http://user:hush@127.0.0.1:1/auth/v1.0'), 2, /auth: credentials do not belong/);
-    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=127.0.0.1:8080'), 2, /endpoint '127\.0\.0\.1:8080' is not a URL/);
-    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=ftp://127.0.0.1:1'), 2, /endpoint 'ftp:\/\/127\.0\.0\.1:1' must be an http:\/\/ or https:\/\/ URL/);
-    failsCleanly(cv('backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1&region='), 2, /region must not be empty/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://ab?endpoint=http://127.0.0.1:1'), 2, /'ab' is not a valid S3 bucket name/);
+    failsCleanly(cv('backup', vol, '--container', 'c'.repeat(256)), 2, /has a name part longer than 255 bytes/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://bkt?endpoint=127.0.0.1:8080'), 2, /endpoint '127\.0\.0\.1:8080' is not a URL/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://bkt?endpoint=ftp://127.0.0.1:1'), 2, /endpoint 'ftp:\/\/127\.0\.0\.1:1' must be an http:\/\/ or https:\/\/ URL/);
+    failsCleanly(cv('backup', vol, '--repo', 's3://bkt?endpoint=http://127.0.0.1:1&region='), 2, /region must not be empty/);
     failsCleanly(cv('backup', vol, '--repo', 'swift://c?auth=http://127.0.0.1:1/auth/v1.0&page_size=20000'), 2, /page_size must be at most 10000 for Swift/);
     // No S3 credentials anywhere: said so, as bad input.
     const bare = { ...env, HOME: tmp.dir, AWS_EC2_METADATA_DISABLED: 'true' };
     for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'AWS_SESSION_TOKEN']) delete (bare as Record<string, unknown>)[k];
-    failsCleanly(spawnSync(process.execPath, [MAIN, 'backup', vol, '--repo', 's3://b?endpoint=http://127.0.0.1:1'], { env: bare, encoding: 'utf8' }), 2,
+    failsCleanly(spawnSync(process.execPath, [MAIN, 'backup', vol, '--repo', 's3://bkt?endpoint=http://127.0.0.1:1'], { env: bare, encoding: 'utf8' }), 2,
       /s3: no credentials \(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
     failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);
