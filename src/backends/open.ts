@@ -71,7 +71,7 @@ export async function openBackend(address: string, opts: OpenOptions = {}): Prom
   for (const key of q.keys()) {
     if (!known.includes(key)) throw new InvalidInputError(`unknown ${scheme} address parameter '${key}' (known: ${known.join(', ')})`);
   }
-  if (scheme === 's3' && !/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(container)) {
+  if (scheme === 's3' && !/^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$/.test(container)) {
     throw new InvalidInputError(`'${container}' is not a valid S3 bucket name (3-63 lowercase letters, digits, dots and dashes on AWS)`);
   }
   const pageSize = int(q.get('page_size'), 'page_size');
