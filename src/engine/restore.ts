@@ -27,6 +27,8 @@ import { OrderedStream } from '../io/ordered-stream.js';
 
 const IN_FLIGHT_BYTES = 320 * 1024 * 1024;
 const PIPE_READER_POLL_MS = 100;
+/** A stream restore may read split objects again up to this many times the volume's size. */
+const MAX_REREAD = 4;
 
 /** The backups to replay, full first, ending with `id`. */
 export async function resolveChain(catalog: Catalog, id: string): Promise<BackupRecord[]> {
@@ -397,6 +399,22 @@ function streamOutput(name: string, stream: Writable, close: boolean, signal?: A
 }
 
 /**
+ * The reads of `reads` cut into stretches in volume order: each object once for every run of
+ * its blocks that no other object's blocks interrupt. Written in order, no stretch waits for
+ * another to finish, at the cost of reading a split object once per stretch.
+ */
+function stretchesInOrder(reads: RestorePlan['reads']): RestorePlan['reads'] {
+  const runs = reads.flatMap((read) => read.runs.map((run) => ({ read, run }))).sort((a, b) => a.run.block - b.run.block);
+  const out: RestorePlan['reads'] = [];
+  for (const { read, run } of runs) {
+    const last = out.at(-1);
+    if (last && last.object === read.object) last.runs.push(run);
+    else out.push({ layer: read.layer, object: read.object, runs: [run] });
+  }
+  return out;
+}
+
+/**
  * The most objects whose blocks are open at once when the volume is written in order: an
  * object of the full backup whose middle an incremental replaced stays open (in memory) until
  * that incremental's object is written.
@@ -450,6 +468,7 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
       });
   const bs = plan.blockSize;
   let bytesWritten = 0;
+  let reads = plan.reads;
   const pending: Promise<void>[] = [];
   try {
     // Enough objects in flight that reads, checks and writes overlap and no worker waits;
@@ -460,15 +479,22 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
     if (out?.ordered) {
       // Objects are started in the order of their first block, so the one holding the next
       // bytes always gets a buffer if there is one for every object open at once.
-      const open = mostOpenAtOnce(plan.reads);
+      const open = mostOpenAtOnce(reads);
       if (open > 1 && open * largest > budget) {
-        throw new InvalidInputError(
-          `writing backup ${o.backupId} in order to ${o.target ?? 'a stream'} would hold ${open} objects of up to ` +
-            `${largest} bytes at once (its incrementals replace parts of larger objects); restore into a file or a block device`,
-          { backupId: o.backupId },
-        );
+        // Too large to hold: an object split by incrementals is read again for each of its stretches.
+        reads = stretchesInOrder(plan.reads);
+        const bytesRead = reads.reduce((n, r) => n + r.object.length, 0);
+        if (bytesRead > MAX_REREAD * Math.max(plan.bytes, largest)) {
+          throw new InvalidInputError(
+            `writing backup ${o.backupId} in order to ${o.target ?? 'a stream'} would hold ${open} objects of up to ${largest} bytes ` +
+              `at once, or read ${bytesRead} bytes of objects for a ${plan.bytes}-byte volume (its incrementals replace many parts of ` +
+              `larger objects); restore into a file or a block device`,
+            { backupId: o.backupId },
+          );
+        }
+      } else {
+        depth = Math.max(depth, open);
       }
-      depth = Math.max(depth, open);
     }
     // Workers decompress into these and the writer writes from them: made once, reused.
     const buffers = sharedBufferPool(largest, depth, out?.alignedBuffer && ((n) => out.alignedBuffer!(n)));
@@ -519,7 +545,7 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
     // Up to `depth` objects in flight, a new one started as soon as any finishes.
     const running = new Set<Promise<void>>();
     let failed = false;
-    for (const read of plan.reads) {
+    for (const read of reads) {
       o.signal?.throwIfAborted();
       if (failed) break;
       const p: Promise<void> = handle(read).then(
@@ -551,7 +577,7 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
   progress.end();
   const seconds = progress.elapsedSeconds();
   return {
-    id: o.backupId, chain: plan.chain.map((c) => c.id), bytes: plan.bytes, objectsRead: plan.reads.length,
+    id: o.backupId, chain: plan.chain.map((c) => c.id), bytes: plan.bytes, objectsRead: reads.length,
     bytesWritten, seconds, bytesPerSecond: seconds > 0 ? plan.bytes / seconds : 0, target: o.target ?? null,
     retries: retriesSoFar(o.backend) - retriesBefore,
   };
