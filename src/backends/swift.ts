@@ -183,7 +183,9 @@ export class SwiftBackend implements Backend {
         }
         if (!res.ok && !init.ok?.includes(res.status)) {
           await res.body?.cancel();
-          throw classifyFailure(undefined, what, ctx, res.status, opts?.signal);
+          // 422: the object's ETag header did not match what Swift received (damaged on the way).
+          const label = res.status === 422 ? `${what}: the data Swift received does not match its MD5` : what;
+          throw classifyFailure(undefined, label, ctx, res.status, opts?.signal);
         }
         const value: T = await this.body(res, consume, what, ctx, opts);
         return { value };

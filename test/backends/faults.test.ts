@@ -159,6 +159,23 @@ describe('what an object store answers is checked, and its faults retried call b
     }, { pageSize: 4 });
   });
 
+  it('a Swift PUT whose data was damaged on the way fails, saying so', async () => {
+    const container = uniqueName('damaged');
+    const server = new URL(swiftServer().url);
+    const proxy = await startFaultProxy({ host: server.hostname, port: Number(server.port) },
+      { decide: (r) => (r.method === 'PUT' && r.path.endsWith('/obj') ? 'corrupt' : undefined) });
+    const backend = new RetryBackend(swiftBackend(container, { authUrl: `${proxy.url}/auth/v1.0` }), FAST_RETRY);
+    try {
+      await backend.ensureContainer(container);
+      await assert.rejects(backend.put(container, 'obj', randomBytes(1000)), (err: Error) =>
+        err instanceof BackendError && /obj: the data Swift received does not match its MD5: HTTP 422$/.test(err.message));
+      assert.equal(proxy.injected.corrupt, 1);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
   it('a request that timed out is tried again, even when the timeout took longer than the time allowed for retries', async () => {
     let gets = 0;
     const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'GET' && r.path.includes('/slow') && ++gets === 1 ? 'stall' : undefined);

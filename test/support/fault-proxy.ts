@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 
-export type Fault = 'reset' | '503' | 'stall' | '404' | 'no-etag' | 'delay';
+export type Fault = 'reset' | '503' | 'stall' | '404' | 'no-etag' | 'delay' | 'corrupt';
 
 export interface FaultProxy {
   url: string;
@@ -22,7 +22,7 @@ export interface FaultProxyOptions {
   faults?: Fault[];
   /**
    * Picks the fault of each request instead of the schedule: '404' and 'no-etag' (an empty
-   * 200) answer in the server's place; 'delay' holds the request for `delayMs` and then passes
+   * 200) answer in the server's place; 'corrupt' flips the last byte of a small request's body; 'delay' holds the request for `delayMs` and then passes
    * it on even if the client has given up (the server still acts on it).
    */
   decide?: (request: { method: string; path: string }) => Fault | undefined;
@@ -31,7 +31,7 @@ export interface FaultProxyOptions {
 
 export async function startFaultProxy(target: { host: string; port: number }, opts: FaultProxyOptions): Promise<FaultProxy> {
   const faults = opts.faults ?? ['reset', '503', 'stall'];
-  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0, '404': 0, 'no-etag': 0, delay: 0 };
+  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0, '404': 0, 'no-etag': 0, delay: 0, corrupt: 0 };
   let requests = 0;
   let total = 0;
   const sockets = new Set<net.Socket>();
@@ -70,6 +70,12 @@ export async function startFaultProxy(target: { host: string; port: number }, op
           if (fault === '503') return answer('503 Service Unavailable');
           if (fault === '404') return answer('404 Not Found');
           if (fault === 'no-etag') return answer('200 OK');
+          if (fault === 'corrupt') {
+            // One byte of the body flipped on the way (a body that came with its headers).
+            const body = chunk.indexOf('\r\n\r\n') + 4;
+            if (body >= 4 && body < chunk.length) chunk[chunk.length - 1]! ^= 0xff;
+            return void upstream.write(chunk);
+          }
           if (fault === 'delay') {
             held = [chunk];
             keepUpstream = true;
