@@ -9,7 +9,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { rm } from 'node:fs/promises';
 import { locate, removeBackupObjects } from '../engine/repository.js';
-import { restoreTempPath } from '../engine/restore.js';
+import { restoreTempPath } from '../engine/restore-output.js';
 import type { Logger } from './log.js';
 
 const DELETE_ATTEMPTS = 3;

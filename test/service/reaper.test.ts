@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import type { JobKind } from '../../src/catalog/jobs.js';
-import { restoreTempPath } from '../../src/engine/restore.js';
+import { restoreTempPath } from '../../src/engine/restore-output.js';
 import { dataObjectName } from '../../src/format/naming.js';
 import { createLogger } from '../../src/service/log.js';
 import { reapAbandonedJobs } from '../../src/service/reaper.js';
