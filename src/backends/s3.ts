@@ -1,10 +1,12 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import {
   CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
 import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
-import { classifyFailure, md5, withDeadline } from './faults.js';
+import { classifyFailure, isTransientTransportError, md5, withDeadline } from './faults.js';
 
 export interface S3Options {
   /** Default bucket for new backups (the address's host part). */
@@ -31,6 +33,8 @@ export class S3Backend implements Backend {
   readonly defaultContainer: string;
   private readonly client: S3Client;
   private readonly timeoutMs: number;
+  /** Our own connection pools: idle connections found dead are dropped (see `call`). */
+  private readonly agents = [new HttpAgent({ keepAlive: true, maxSockets: 50 }), new HttpsAgent({ keepAlive: true, maxSockets: 50 })];
 
   constructor(private readonly opts: S3Options) {
     // The repository's identity (recorded in the catalog): bucket and endpoint, not how we reach them.
@@ -49,23 +53,31 @@ export class S3Backend implements Backend {
       responseChecksumValidation: 'WHEN_REQUIRED',
       // RetryBackend owns retries (and counts them).
       maxAttempts: 1,
+      requestHandler: { httpAgent: this.agents[0], httpsAgent: this.agents[1] },
     });
   }
 
   private async call<T>(what: string, ctx: { container: string; object?: string }, opts: CallOptions | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     opts?.signal?.throwIfAborted();
+    const started = Date.now();
     try {
       return await withDeadline(opts?.signal, this.timeoutMs, fn);
     } catch (err) {
+      const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
+      if (!opts?.signal?.aborted && isTransientTransportError(err) && Date.now() - started < this.timeoutMs) {
+        // A connection that failed at once (the SDK names resets "TimeoutError" too): idle pooled
+        // connections may all be dead alike (a server or load balancer closed them), so they go.
+        this.dropIdleConnections();
+        throw new TransientBackendError(`${label}: connection failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { ...ctx, cause: err });
+      }
       if ((err as Error).name === 'TimeoutError' || (err as { cause?: Error }).cause?.name === 'TimeoutError' || (!opts?.signal?.aborted && (err as Error).name === 'AbortError')) {
-        throw new TransientBackendError(`s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}: no answer within ${this.timeoutMs} ms`, ctx);
+        throw new TransientBackendError(`${label}: no answer within ${this.timeoutMs} ms`, ctx);
       }
       if ((err as Error).name === 'CredentialsProviderError') {
         throw new InvalidInputError(`s3: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile with AWS_PROFILE or profile=): ${(err as Error).message}`);
       }
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       const name = (err as Error).name;
-      const label = `s3 ${what} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
       const named = name && name !== 'Unknown' && name !== 'Error' && status && status !== 401 && status !== 403;
       throw classifyFailure(err, named ? `${label}: ${name}` : label, ctx, status, opts?.signal);
     }
@@ -112,11 +124,12 @@ export class S3Backend implements Backend {
         Bucket: bucket, Key: key, Body: ownMemory(data), ContentLength: data.length, ContentMD5: digest.toString('base64'),
       }), { abortSignal }),
     );
-    // An S3 server answers a stored object with its ETag, the MD5 of the data for a plain PUT
-    // (encrypted stores answer other digests). No ETag at all: whatever answered stored nothing.
+    // An S3 server answers a stored object with its ETag: 32 hex digits, the MD5 of the data for a
+    // plain PUT (encrypted buckets answer another digest; the server checked Content-MD5 anyway).
+    // No ETag, or one of another shape: whatever answered is no S3 server and stored nothing.
     const etag = r.ETag?.replace(/"/g, '');
-    if (!etag || (/^[0-9a-f]{32}$/i.test(etag) && etag.toLowerCase() !== digest.toString('hex'))) {
-      throw new BackendError(`s3 PUT ${bucket}/${key}: the server answered ETag ${etag || '(none)'}, not the MD5 of the data ${digest.toString('hex')}`,
+    if (!etag || !/^[0-9a-f]{32}$/i.test(etag)) {
+      throw new BackendError(`s3 PUT ${bucket}/${key}: the server answered ETag ${etag || '(none)'}, not a digest of the data such as its MD5 ${digest.toString('hex')}`,
         { container: bucket, object: key });
     }
   }
@@ -139,7 +152,14 @@ export class S3Backend implements Backend {
 
   async flush(): Promise<void> {}
 
+  private dropIdleConnections(): void {
+    for (const agent of this.agents) {
+      for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    }
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
+    for (const agent of this.agents) agent.destroy();
   }
 }

@@ -136,12 +136,29 @@ describe('what an object store answers is checked, and its faults retried call b
   /** Object names whose request path ends with this data object's number. */
   const object = (n: string) => new RegExp(`-${n}(\\?|$)`);
 
-  it('an S3 PUT answered without the MD5 of the data as its ETag fails: whatever answered stored nothing', async () => {
-    await withStores('no-etag', { decide: (r) => (r.method === 'PUT' && r.path.includes('/obj') ? 'no-etag' : undefined) }, async ({ bucket, proxy, backend }) => {
-      await assert.rejects(backend.put(bucket, 'obj', randomBytes(1000)), (err: Error) =>
-        err instanceof BackendError && /^s3 PUT .*\/obj: the server answered ETag \(none\), not the MD5 of the data [0-9a-f]{32}$/.test(err.message));
-      assert.equal(proxy.injected['no-etag'], 1);
+  it('an S3 PUT answered without a digest of the data as its ETag fails: whatever answered stored nothing', async () => {
+    const decide: FaultProxyOptions['decide'] = (r) =>
+      (r.method !== 'PUT' ? undefined : r.path.includes('/none') ? 'no-etag' : r.path.includes('/odd') ? 'odd-etag' : undefined);
+    await withStores('no-etag', { decide }, async ({ bucket, proxy, backend }) => {
+      for (const [name, etag] of [['none', '\\(none\\)'], ['odd', '64b8f3a1-d']]) {
+        await assert.rejects(backend.put(bucket, name!, randomBytes(1000)), (err: Error) => err instanceof BackendError &&
+          new RegExp(`^s3 PUT .*/${name}: the server answered ETag ${etag}, not a digest of the data such as its MD5 [0-9a-f]{32}$`).test(err.message));
+      }
+      assert.equal(proxy.injected['no-etag'] + proxy.injected['odd-etag'], 2);
+      await backend.put(bucket, 'real', randomBytes(1000)); // a real answer passes
     });
+  });
+
+  it('idle connections the server closed unnoticed are dropped after the first of them fails', async () => {
+    let closedWhileIdle = false;
+    await withStores('stale', { resetReused: () => closedWhileIdle }, async ({ bucket, store, backend }) => {
+      await store.put(bucket, 'obj', Buffer.from('data'));
+      // Many connections in the pool, then the server drops them all while they are idle.
+      await Promise.all(Array.from({ length: 10 }, () => backend.get(bucket, 'obj')));
+      closedWhileIdle = true;
+      assert.equal((await backend.get(bucket, 'obj')).toString(), 'data');
+      assert.equal(backend.stats.retries, 1, 'one failure on a dead connection, then a fresh one');
+    }, {}, { attempts: 3, baseDelayMs: 1, maxDelayMs: 5, totalMs: 10_000 });
   });
 
   it('a listing of many pages resumes after a fault where it stopped', async () => {

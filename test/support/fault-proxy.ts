@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 
-export type Fault = 'reset' | '503' | 'stall' | '404' | 'no-etag' | 'delay' | 'corrupt';
+export type Fault = 'reset' | '503' | 'stall' | '404' | 'no-etag' | 'odd-etag' | 'delay' | 'corrupt';
 
 export interface FaultProxy {
   url: string;
@@ -21,17 +21,22 @@ export interface FaultProxyOptions {
   maxFaults?: number;
   faults?: Fault[];
   /**
-   * Picks the fault of each request instead of the schedule: '404' and 'no-etag' (an empty
-   * 200) answer in the server's place; 'corrupt' flips the last byte of a small request's body; 'delay' holds the request for `delayMs` and then passes
+   * Picks the fault of each request instead of the schedule: '404', 'no-etag' (an empty 200)
+   * and 'odd-etag' (a web server's 200) answer in the server's place; 'corrupt' flips the last byte of a small request's body; 'delay' holds the request for `delayMs` and then passes
    * it on even if the client has given up (the server still acts on it).
    */
   decide?: (request: { method: string; path: string }) => Fault | undefined;
   delayMs?: number;
+  /**
+   * While it says so, a request on a connection that already carried one is reset: idle
+   * keep-alive connections a server (or load balancer) closed without the client noticing.
+   */
+  resetReused?: () => boolean;
 }
 
 export async function startFaultProxy(target: { host: string; port: number }, opts: FaultProxyOptions): Promise<FaultProxy> {
   const faults = opts.faults ?? ['reset', '503', 'stall'];
-  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0, '404': 0, 'no-etag': 0, delay: 0, corrupt: 0 };
+  const injected: Record<Fault, number> = { reset: 0, '503': 0, stall: 0, '404': 0, 'no-etag': 0, 'odd-etag': 0, delay: 0, corrupt: 0 };
   let requests = 0;
   let total = 0;
   const sockets = new Set<net.Socket>();
@@ -40,6 +45,7 @@ export async function startFaultProxy(target: { host: string; port: number }, op
     const upstream = net.connect(target.port, target.host);
     sockets.add(upstream);
     let stalled = false;
+    let carried = 0; // requests this connection has carried
     let held: Buffer[] | undefined; // a delayed request, until it is passed on
     let keepUpstream = false;
     const end = () => {
@@ -56,6 +62,7 @@ export async function startFaultProxy(target: { host: string; port: number }, op
       const head = chunk.subarray(0, 2048).toString('latin1');
       if (REQUEST_START.test(head)) {
         requests++;
+        if (++carried > 1 && opts.resetReused?.()) return void (client.resetAndDestroy(), upstream.destroy());
         let fault: Fault | undefined;
         if (opts.decide) {
           const [method = '', path = ''] = head.split(' ', 2);
@@ -70,6 +77,7 @@ export async function startFaultProxy(target: { host: string; port: number }, op
           if (fault === '503') return answer('503 Service Unavailable');
           if (fault === '404') return answer('404 Not Found');
           if (fault === 'no-etag') return answer('200 OK');
+          if (fault === 'odd-etag') return answer('200 OK\r\nETag: "64b8f3a1-d"');
           if (fault === 'corrupt') {
             // One byte of the body flipped on the way (a body that came with its headers).
             const body = chunk.indexOf('\r\n\r\n') + 4;
