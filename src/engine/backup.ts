@@ -367,7 +367,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
         entries.push({ name, offset: ext.offset, length: ext.length, md5: ext.md5, compression: ext.compression });
         storedBytes += ext.data.length;
         written.push(name);
-        while (uploads.size >= maxUploads) await Promise.race(uploads);
+        while (uploads.size >= maxUploads) await untilAborted(Promise.race(uploads), signal);
         // A failed write stops the whole backup at once (and is never lost from view).
         const put: Promise<void> = o.backend.put(container, name, ext.data, { signal: uploadStop.signal }).then(
           () => void uploads.delete(put),
@@ -398,8 +398,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       await commits.catch(() => {});
       throw err;
     }
-    await Promise.all(uploads);
-    signal.throwIfAborted();
+    // A cancel does not wait for a write the store is sitting on (the clean-up gives it its moment).
+    await untilAborted(Promise.all(uploads), signal);
     if (offset === 0) throw emptySource(o.source);
     // A file that shrank or grew while it was read gives no consistent volume.
     if (size !== undefined && offset !== size) {

@@ -14,7 +14,7 @@ import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { deleteBackup } from '../../src/engine/delete.js';
 import { openSource } from '../../src/engine/source.js';
-import { BackendError, IntegrityError, TransientBackendError } from '../../src/errors.js';
+import { BackendError, CancelledError, IntegrityError, TransientBackendError } from '../../src/errors.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { startFaultProxy, type FaultProxy, type FaultProxyOptions } from '../support/fault-proxy.js';
 import { s3Backend, swiftBackend, swiftServer, uniqueName } from '../support/swift-server.js';
@@ -216,6 +216,29 @@ describe('what an object store answers is checked, and its faults retried call b
       await assert.rejects(restoreBackup({ backend, catalog, backupId: b.id, threads: 1 }), (err: Error) =>
         err instanceof IntegrityError && new RegExp(`object \\S+-00002 \\(offset 65536\\) listed in its metadata is missing from container ${bucket}$`).test(err.message));
     });
+  });
+
+  it('a cancel does not wait for a write the store sits on: it gets its moment, then the backup stops', { timeout: 120_000 }, async () => {
+    const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'PUT' && object('00003').test(r.path) ? 'stall' : undefined);
+    await withStores('sits-on', { decide }, async ({ bucket, store, backend, catalog }) => {
+      const file = path.join(tmp.dir, 'sits-on.img');
+      writeFileSync(file, randomBytes(6 * 64 * 1024));
+      const source = await openSource(file);
+      const cancel = new AbortController();
+      const started = Date.now();
+      setTimeout(() => cancel.abort(new CancelledError('cancelled by SIGTERM')), 1500); // every other object is stored by then
+      try {
+        await assert.rejects(runBackup({ backend, catalog, source, volumeId: 'sits-on', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1, backupId: 'sits-on-1', signal: cancel.signal }),
+          /cancelled by SIGTERM/);
+      } finally {
+        await source.close();
+      }
+      const seconds = (Date.now() - started) / 1000;
+      assert.ok(seconds < 20, `stopped ${seconds} s after it started (1.5 s, then at most 10 s for writes in flight)`);
+      const left: string[] = [];
+      for await (const n of store.list(bucket, '')) left.push(n);
+      assert.deepEqual(left, []);
+    }, { requestTimeoutMs: 60_000 });
   });
 
   it('writes in flight when a backup fails may still land: they finish first, and the clean-up removes them', async () => {
