@@ -16,6 +16,7 @@ import {
   sha256ObjectName,
 } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
+import { ALIGN } from '../io/aligned.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
@@ -96,7 +97,7 @@ function positiveInt(v: number, what: string): number {
 }
 
 /** Complete backups an incremental may build on (one being restored is only being read). */
-const PARENT_STATUSES: BackupStatus[] = ['available', 'restoring'];
+export const PARENT_STATUSES: BackupStatus[] = ['available', 'restoring'];
 
 /** An explicit parent: it must exist, be available, be of the same volume, and live in the repository written to. */
 export async function requireParent(catalog: Catalog, backend: Backend, parentId: string, volumeId: string): Promise<BackupRecord> {
@@ -322,7 +323,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     // A volume smaller than a chunk needs buffers only as large as itself (Cinder's 1.86 GiB
     // chunks would otherwise take gigabytes for a small image).
     const size = o.source.size;
-    const bufferSize = size !== undefined && size > 0 ? Math.min(chunkSize, Math.ceil(size / 4096) * 4096) : chunkSize;
+    const bufferSize = size !== undefined && size > 0 ? Math.min(chunkSize, Math.ceil(size / ALIGN) * ALIGN) : chunkSize;
     const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / bufferSize)));
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
     const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));

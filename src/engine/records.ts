@@ -153,11 +153,11 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   const meta = await readMetadata(backend, loc, { signal });
   const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
-  const parentLayer = async (): Promise<Layer | undefined> => {
+  const parentLayer = async (): Promise<Pick<Layer, 'sha' | 'bytes'> | undefined> => {
     const p = r.parent_id ? await catalog.get(r.parent_id) : undefined;
     if (!p || p.volume_bytes === null || p.container === null || p.service_metadata === null) return undefined;
     const ploc = { id: p.id, container: p.container, prefix: p.service_metadata };
-    return { loc: ploc, meta: await readMetadata(backend, ploc, { signal }), sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
+    return { sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
   };
   const parent = r.parent_id ? await parentLayer().catch(() => undefined) : undefined;
   let full: number | null = null;

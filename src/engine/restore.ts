@@ -57,7 +57,7 @@ export interface Layer {
  * cover the volume; an incremental's sha256file counts its blocks and its last block is
  * either stored or, unchanged, as long as the parent's block at that index.
  */
-export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Layer | undefined, id: string): number {
+export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<Layer, 'sha' | 'bytes'> | undefined, id: string): number {
   const bs = sha.blockSize;
   const n = sha.sha256s.length;
   const end = meta.objects.reduce((m, o) => Math.max(m, o.offset + o.length), 0);
@@ -222,6 +222,9 @@ function mostOpenAtOnce(reads: RestorePlan['reads']): number {
   return most;
 }
 
+/** Whether the restore writes the volume somewhere (else it only verifies). */
+const writesSomewhere = (o: RestoreOptions) => o.target !== undefined || o.stream !== undefined;
+
 /** Restores (or, without a target, verifies) a backup and its chain. */
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   return withPool(o, (pool) => restoreWith(o, pool));
@@ -229,7 +232,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
 async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<RestoreResult> {
   const retriesBefore = retriesSoFar(o.backend);
-  if (o.target === undefined && o.stream === undefined) {
+  if (!writesSomewhere(o)) {
     return replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
   }
   // While it is written somewhere the backup is `restoring`, and a delete is refused (unless
@@ -247,7 +250,7 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
 
 /** Reads, checks and (unless verifying) writes every object of the plan. */
 async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, retriesBefore: number): Promise<RestoreResult> {
-  const verifyOnly = o.target === undefined && o.stream === undefined;
+  const verifyOnly = !writesSomewhere(o);
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const out = verifyOnly
     ? undefined

@@ -73,7 +73,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   } catch (err) {
     throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`);
   }
-  refuseNul(value, 'request body');
+  refuseBadText(value, 'request body');
   return value;
 }
 
@@ -83,16 +83,16 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
  * No text the API takes may hold a NUL character (no path, name or id has one) or half of a
  * UTF-16 surrogate pair (it would be stored as U+FFFD, not as sent).
  */
-function refuseNul(value: unknown, where: string): void {
+function refuseBadText(value: unknown, where: string): void {
   if (typeof value === 'string') {
     if (value.includes('\0')) throw new HttpError(400, `${where}: text must not contain NUL characters`);
     if (LONE_SURROGATE.test(value)) throw new HttpError(400, `${where}: text must be well-formed Unicode (a lone surrogate)`);
   } else if (Array.isArray(value)) {
-    value.forEach((v, i) => refuseNul(v, `${where}[${i}]`));
+    value.forEach((v, i) => refuseBadText(v, `${where}[${i}]`));
   } else if (typeof value === 'object' && value !== null) {
     for (const [k, v] of Object.entries(value)) {
-      refuseNul(k, where);
-      refuseNul(v, `${where} '${k}'`);
+      refuseBadText(k, where);
+      refuseBadText(v, `${where} '${k}'`);
     }
   }
 }
@@ -249,11 +249,11 @@ export class ApiServer {
       const query: Record<string, string> = {};
       for (const [k, v] of url.searchParams) {
         if (k in query) throw new HttpError(400, `query: parameter '${k}' given more than once`);
-        refuseNul(v, `query parameter '${k}'`);
+        refuseBadText(v, `query parameter '${k}'`);
         query[k] = v;
       }
       const params = route.pattern.exec(url.pathname)!.slice(1).map(decodeParam);
-      for (const p of params) refuseNul(p, 'path');
+      for (const p of params) refuseBadText(p, 'path');
       [status, body] = await route.handler({ req, params, query });
     } catch (err) {
       status = statusOf(err);

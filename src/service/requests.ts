@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
-import { requireParent } from '../engine/backup.js';
+import { PARENT_STATUSES, requireParent } from '../engine/backup.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
 import { defaultContainer } from '../format/naming.js';
@@ -60,7 +60,7 @@ export class Requests {
     } else if (body.incremental) {
       // The parent is chosen when the job runs: a full backup still queued counts.
       const base = (await this.catalog.list({ volumeId, repository: this.backend.url }))
-        .filter((r) => r.status === 'available' || r.status === 'restoring' || r.status === 'creating');
+        .filter((r) => r.status === 'creating' || PARENT_STATUSES.includes(r.status));
       if (!base.length) {
         throw new InvalidInputError(`no backup of volume ${volumeId} to base an incremental backup on; make a full backup first`);
       }

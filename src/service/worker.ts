@@ -3,11 +3,11 @@
  * runs (writing progress at the same bounded rate), honours cancel requests, reaps jobs
  * whose workers died, and on stop() finishes or cancels its job within a deadline.
  */
-import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { JobProgress, JobRecord } from '../catalog/jobs.js';
+import { THIS_PROCESS } from '../engine/processes.js';
 import { WorkerPool } from '../engine/worker-pool.js';
 import { CancelledError, ChunkvaultError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
@@ -40,7 +40,7 @@ export class JobWorker {
   private lastReap = 0;
 
   constructor(private readonly o: WorkerOptions) {
-    this.name = o.name ?? `${hostname()}:${process.pid}`;
+    this.name = o.name ?? THIS_PROCESS;
     this.pool = new WorkerPool(o.threads);
   }
 
