@@ -24,6 +24,19 @@ export interface DeleteResult {
 }
 
 /**
+ * A backup being restored cannot be deleted while its restoring process runs; one that died
+ * (on this host) left it `restoring`, and it is taken back (`available`). Returns the record now.
+ */
+export async function takeBackFromEndedRestorer(catalog: Catalog, rec: BackupRecord): Promise<BackupRecord> {
+  if (rec.status !== 'restoring') return rec;
+  if (processAlive(rec.worker)) {
+    throw new ConflictError(`backup ${rec.id} is being restored (by ${rec.worker}); delete it when the restore has ended`, { backupId: rec.id });
+  }
+  await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
+  return requireBackup(catalog, rec.id);
+}
+
+/**
  * Deletes a backup as Cinder does, with its safeguards: refused while incrementals depend
  * on it; a backup still being written is cancelled (its writer sees `deleting`, stops and
  * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
@@ -45,14 +58,7 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   if (rec.repository !== o.backend.url) {
     throw new InvalidInputError(`backup ${rec.id} lives in ${rec.repository}, not in ${o.backend.url} (use --repo)`, { backupId: rec.id });
   }
-  if (rec.status === 'restoring') {
-    // Being restored: refused while the restoring process runs; taken back from one that died.
-    if (processAlive(rec.worker)) {
-      throw new ConflictError(`backup ${rec.id} is being restored (by ${rec.worker}); delete it when the restore has ended`, { backupId: rec.id });
-    }
-    await o.catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
-    rec = await requireBackup(o.catalog, o.backupId);
-  }
+  rec = await takeBackFromEndedRestorer(o.catalog, rec);
   let cancelledRunning = false;
   if (rec.status === 'creating' && (await o.catalog.update(rec.id, { status: 'deleting' }, ['creating']))) {
     cancelledRunning = true;

@@ -7,6 +7,7 @@ import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { PARENT_STATUSES, requireParent } from '../engine/backup.js';
+import { takeBackFromEndedRestorer } from '../engine/delete.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
 import { defaultContainer } from '../format/naming.js';
@@ -112,7 +113,7 @@ export class Requests {
    * available one is removed by a delete job.
    */
   async delete(id: string): Promise<{ backup: BackupRecord; job: JobRecord | null }> {
-    const rec = await this.record(id);
+    let rec = await this.record(id);
     if (rec.num_dependent_backups > 0) {
       throw new ConflictError(`backup ${id} has ${rec.num_dependent_backups} dependent incremental backup(s); delete those first`);
     }
@@ -130,6 +131,7 @@ export class Requests {
     // Jobs on one backup run in order: a restore asked for first is not overtaken by the delete.
     const [waiting] = await this.catalog.jobs.list({ backupId: id, status: 'queued', kind: 'restore', limit: 1 });
     if (waiting) throw new ConflictError(`backup ${id} has a queued restore (job ${waiting.id}); cancel it or let it finish first`);
+    rec = await takeBackFromEndedRestorer(this.catalog, rec);
     if (!(await this.catalog.update(id, { status: 'deleting' }, ['available', 'error']))) {
       const now = await this.record(id);
       throw new ConflictError(`backup ${id} is ${now.status}; it cannot be deleted now`);

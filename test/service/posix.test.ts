@@ -1,7 +1,8 @@
 /** The service on the embedded posix repository with a real PostgreSQL catalog and two worker processes. */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -156,6 +157,9 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       const stalled = (await svc.request('POST', `/v1/backups/${kept}/restore`, { target })).body.restore.job_id;
       await svc.until(`/v1/backups/${kept}`, (b) => b.backup.status === 'restoring');
       await sleep(500); // the pipe is full: the restore waits for its reader
+      const busy = await svc.request('DELETE', `/v1/backups/${kept}`);
+      assert.equal(busy.status, 409);
+      assert.match(busy.body.error.message, /is being restored \(by [^)]+:\d+\)/);
       const incr = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-kept', incremental: true })).body.backup.id;
       const built = await svc.until(`/v1/backups/${incr}`, (b) => b.backup.status !== 'creating');
       assert.equal(built.backup.status, 'available', built.backup.fail_reason);
@@ -166,6 +170,20 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     } finally {
       closeSync(reader);
     }
+  });
+
+  it('a delete takes back a backup that a restorer which died left `restoring`', async () => {
+    const file = path.join(vols, 'orphaned-restore.img');
+    writeFileSync(file, pseudoRandom(MiB, 23));
+    const id = (await svc.request('POST', '/v1/backups', { volume: file, volume_id: 'vol-orphaned-restore' })).body.backup.id;
+    await svc.until(`/v1/backups/${id}`, (b) => b.backup.status === 'available');
+    const ended = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    await catalog.update(id, { status: 'restoring', worker: `${hostname()}:${ended}` });
+    const del = await svc.request('DELETE', `/v1/backups/${id}`);
+    assert.equal(del.status, 202, JSON.stringify(del.body));
+    await svc.until(`/v1/jobs/${del.body.backup.job_id}`, (b) => b.job.status === 'succeeded');
+    assert.equal((await catalog.get(id))!.status, 'deleted');
+    assert.deepEqual(await objectsUnder(backend, catalog, id), []);
   });
 
   it('a backup that failed before it started says why, and can be deleted', async () => {
