@@ -34,7 +34,8 @@ export interface Backend {
 
   /**
    * Yields the name of every object in `container` whose name starts with `prefix`, each
-   * exactly once, in no particular order. A missing container yields nothing.
+   * exactly once, in ascending order of their UTF-8 bytes (as S3 and Swift list), only those
+   * after `opts.after` when it is given. A missing container yields nothing.
    */
   list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string>;
 

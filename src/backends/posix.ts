@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, type Dirent } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
@@ -42,11 +42,21 @@ export class PosixBackend implements Backend {
     return full;
   }
 
+  /** mkdir -p that remembers the directories whose entries it changed, for flush() to fsync. */
+  private async makeDirectories(dir: string): Promise<void> {
+    const first = await fsp.mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    for (let d = dir; ; d = path.dirname(d)) {
+      this.dirty.add(path.dirname(d));
+      if (d === first || d === path.dirname(d)) break;
+    }
+  }
+
   async ensureContainer(container: string, opts?: CallOptions): Promise<void> {
     throwIfAborted(opts?.signal);
     const dir = this.resolve(container);
     try {
-      await fsp.mkdir(dir, { recursive: true });
+      await this.makeDirectories(dir);
       if (container !== '') await fsp.chmod(dir, 0o770);
     } catch (err) {
       throw new BackendError(`cannot create container directory ${dir}: ${(err as Error).message}`, {
@@ -57,8 +67,10 @@ export class PosixBackend implements Backend {
   }
 
   async *list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
-    const after = opts?.after;
-    for await (const name of this.walk(container, prefix, opts)) if (after === undefined || name > after) yield name;
+    const after = opts?.after === undefined ? undefined : Buffer.from(opts.after);
+    for await (const name of this.walk(container, prefix, opts)) {
+      if (after === undefined || Buffer.compare(Buffer.from(name), after) > 0) yield name;
+    }
   }
 
   private async *walk(container: string, prefix: string, opts?: CallOptions): AsyncIterable<string> {
@@ -73,6 +85,9 @@ export class PosixBackend implements Backend {
         if (code === 'ENOENT' || code === 'ENOTDIR') return;
         throw new BackendError(`cannot list ${dir}: ${(err as Error).message}`, { container, cause: err });
       }
+      // In ascending order of the names listed (a directory's names all start with 'dir/').
+      const key = (e: Dirent) => Buffer.from(e.isDirectory() ? `${e.name}/` : e.name);
+      entries.sort((a, b) => Buffer.compare(key(a), key(b)));
       for (const e of entries) {
         if (e.name.startsWith(TEMP_PREFIX)) continue;
         const name = rel + e.name;
@@ -96,7 +111,7 @@ export class PosixBackend implements Backend {
     const tmp = path.join(dir, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(8).toString('hex')}`);
     let out: DirectWriter | undefined;
     try {
-      if (name.includes('/')) await fsp.mkdir(dir, { recursive: true });
+      if (name.includes('/')) await this.makeDirectories(dir);
       out = await DirectWriter.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
       await out.write(data, 0);
       await out.fh.chmod(0o660); // as Cinder's posix driver sets it, whatever the umask
@@ -158,16 +173,27 @@ export class PosixBackend implements Backend {
     }
   }
 
+  /** fsyncs the directories changed in the container, and those created on the way to it. */
   async flush(container: string, opts?: CallOptions): Promise<void> {
     throwIfAborted(opts?.signal);
     const base = this.resolve(container);
-    for (const dir of [...this.dirty]) {
-      if (dir !== base && !dir.startsWith(base + path.sep)) continue;
-      this.dirty.delete(dir);
-      const fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY).catch(() => undefined);
-      if (!fh) continue;
+    const related = (dir: string) => dir === base || dir.startsWith(base + path.sep) || base.startsWith(dir + path.sep);
+    for (const dir of [...this.dirty].filter(related)) {
+      let fh;
+      try {
+        fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          this.dirty.delete(dir);
+          continue;
+        }
+        throw new BackendError(`cannot open directory ${dir} to sync it: ${(err as Error).message}`, { container, cause: err });
+      }
       try {
         await fh.sync();
+        this.dirty.delete(dir);
+      } catch (err) {
+        throw new BackendError(`cannot sync directory ${dir}: ${(err as Error).message}`, { container, cause: err });
       } finally {
         await fh.close();
       }

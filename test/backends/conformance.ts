@@ -93,6 +93,21 @@ export function backendConformance(t: ConformanceTarget): void {
       assert.equal((await b.get(c, 'a/b/c_metadata')).toString(), '1');
     });
 
+    it('lists in ascending byte order, and resumes after a given name', async () => {
+      const c = t.fresh('order');
+      const b = await open(c);
+      const want = ['p-a', 'p.a', 'p/a', 'p/b/c', 'p0', 'q', 'r\u00e9', 'r\uff21'];
+      for (const n of [...want].reverse()) await b.put(c, n, Buffer.from(n));
+      const listed = async (after?: string) => {
+        const out: string[] = [];
+        for await (const n of b.list(c, '', { after })) out.push(n);
+        return out;
+      };
+      assert.deepEqual(await listed(), want);
+      assert.deepEqual(await listed('p.a'), want.slice(2));
+      assert.deepEqual(await listed('p/b/c'), want.slice(4));
+    });
+
     it('lists nothing in a missing container; ensureContainer is idempotent', async () => {
       const c = t.fresh('missing');
       const b = await t.make(c);
