@@ -3,7 +3,7 @@ import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
 import { processAlive } from './processes.js';
-import { locate, removeBackupObjects } from './repository.js';
+import { locate, removeBackupObjects, type RemovalReport } from './repository.js';
 
 export interface DeleteOptions {
   backend: Backend;
@@ -74,9 +74,7 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
     throw new ConflictError(`backup ${rec.id} is ${now?.status ?? 'gone'}; it cannot be deleted now`, { backupId: rec.id });
   }
   // A backup that failed before it wrote anything has no prefix, and nothing to remove.
-  const report = rec.service_metadata === null
-    ? { deleted: 0, failed: [] }
-    : await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
+  const report = rec.service_metadata === null ? { deleted: 0, failed: [] } : await removeAll(o, rec);
   if (report.failed.length && report.deleted === 0) {
     // Not even `_metadata` could be removed: the backup is whole, and stays what it was.
     if (rec.status === 'available' || rec.status === 'error') await o.catalog.update(rec.id, { status: rec.status }, ['deleting']);
@@ -93,4 +91,18 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   }
   await o.catalog.update(rec.id, { status: 'deleted', deleted_at: new Date().toISOString(), worker: null });
   return { id: rec.id, objectsDeleted: report.deleted, cancelledRunning };
+}
+
+/**
+ * removeBackupObjects, which throws only once `_metadata` is gone (a cancel or shutdown
+ * part-way): the backup is no longer whole then, and is left `error`, to be deleted again.
+ */
+async function removeAll(o: DeleteOptions, rec: BackupRecord): Promise<RemovalReport> {
+  try {
+    return await removeBackupObjects(o.backend, locate(rec), [], { signal: o.signal });
+  } catch (err) {
+    const reason = `delete interrupted after its _metadata was removed (${(err as Error).message}): delete it again to remove the rest`;
+    await o.catalog.update(rec.id, { status: 'error', fail_reason: reason, worker: null }, ['deleting']);
+    throw err;
+  }
 }

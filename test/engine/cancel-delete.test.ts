@@ -168,4 +168,25 @@ describe('cancellation, failures and delete', () => {
     assert.deepEqual(objectsOf(full.container), []);
     assert.equal((await repo.catalog.get(full.id))!.status, 'deleted');
   });
+  it('a delete cancelled once its _metadata is gone leaves the backup `error`, and a second delete finishes it', async () => {
+    const f = repo.file('interrupted-delete.img', mixedVolume(300 * 1024, 7));
+    const b = await repo.backup(f, { volumeId: 'interrupted-delete' });
+    const stop = new AbortController();
+    const cancelling: Backend = Object.create(repo.backend, {
+      delete: {
+        value: async (c: string, n: string, o?: object) => {
+          await repo.backend.delete(c, n, o);
+          if (n.endsWith('_metadata')) stop.abort();
+        },
+      },
+    });
+    await assert.rejects(deleteBackup({ backend: cancelling, catalog: repo.catalog, backupId: b.id, signal: stop.signal }));
+    const rec = (await repo.catalog.get(b.id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /delete interrupted after its _metadata was removed/);
+    assert.ok(objectsOf(b.container).length > 0, 'data objects are left for the second delete');
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: b.id });
+    assert.equal((await repo.catalog.get(b.id))!.status, 'deleted');
+    assert.deepEqual(objectsOf(b.container), []);
+  });
 });
