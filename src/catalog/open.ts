@@ -1,4 +1,4 @@
-import { BackendError, CatalogError, ChunkvaultError, InvalidInputError } from '../errors.js';
+import { CatalogError, ChunkvaultError, InvalidInputError } from '../errors.js';
 import type { Catalog } from './catalog.js';
 import { SqliteCatalog } from './sqlite.js';
 
@@ -13,7 +13,7 @@ export async function openCatalog(address: string, opts: { createDirectory?: boo
     // Loaded on demand: the embedded default never needs the PostgreSQL client.
     const { PostgresCatalog } = await import('./postgres.js');
     const catalog = await PostgresCatalog.open(address).catch((err: Error) => {
-      throw new BackendError(`cannot open catalog ${name}: ${err.message}`);
+      throw new CatalogError(`cannot open catalog ${name}: ${err.message}`, { cause: err });
     });
     return guarded(catalog, name);
   }

@@ -17,8 +17,16 @@ const zlibCodec: Codec = {
   // One output buffer the size of `into` (one byte more, to see an overlong stream): no list
   // of 16 KiB pieces concatenated into a second copy of the object.
   decompress(data, into) {
-    const out = zlib.inflateSync(data, { chunkSize: Math.max(64, into.length + 1) });
-    if (out.length > into.length) throw new Error(`the stream holds more than ${into.length} bytes`);
+    const overlong = () => new Error(`the stream holds more than ${into.length} bytes`);
+    let out: Buffer;
+    try {
+      // Stops at one byte more than expected: a damaged stream is not inflated whole first.
+      out = zlib.inflateSync(data, { chunkSize: Math.max(64, into.length + 1), maxOutputLength: into.length + 1 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw overlong();
+      throw err;
+    }
+    if (out.length > into.length) throw overlong();
     into.set(out);
     return out.length;
   },

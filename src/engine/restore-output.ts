@@ -143,8 +143,10 @@ export async function openOutput(
   }
   const dir = path.dirname(path.resolve(target));
   const tmp = restoreTempPath(target, tag);
-  const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: Error) => {
-    throw new InvalidInputError(`cannot create ${target}: ${err.message}`);
+  const out = await DirectWriter.open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644).catch((err: NodeJS.ErrnoException) => {
+    // A path that cannot be made is the caller's to fix; a full or failing disk is a volume I/O fault.
+    const Kind = ['ENOSPC', 'EIO', 'EDQUOT'].includes(err.code ?? '') ? VolumeIOError : InvalidInputError;
+    throw new Kind(`cannot create ${target}: ${err.message}`, { cause: err });
   });
   return fileOutput(target, out, {
     sparse: true,

@@ -1,14 +1,15 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import {
-  BackendError, CancelledError, ChunkvaultError, ConflictError, IntegrityError, InvalidInputError, NotFoundError,
-  type ErrorContext,
+  BackendError, CancelledError, CatalogError, ChunkvaultError, ConflictError, IntegrityError, InvalidInputError, NotFoundError,
+  TransientBackendError, VolumeIOError, type ErrorContext,
 } from '../errors.js';
 import type { BackupChunkJob, BackupChunkResult, RestoreObjectJob, RestoreObjectResult } from './chunk-work.js';
 import { postWithTransfer } from './transfer.js';
 
 const ERROR_KINDS: Record<string, new (m: string, c: ErrorContext) => ChunkvaultError> = {
-  IntegrityError, InvalidInputError, NotFoundError, ConflictError, BackendError, CancelledError,
+  IntegrityError, InvalidInputError, NotFoundError, ConflictError, BackendError, CancelledError, TransientBackendError,
+  CatalogError, VolumeIOError,
 };
 
 interface Pending {
@@ -24,7 +25,7 @@ interface Slot {
 /** The most worker threads a pool may have. */
 export const MAX_THREADS = 256;
 
-/** The default number of hashing/compression threads: one per core. */
+/** The default number of hashing/compression threads: one per core, at most 8. */
 export function defaultThreads(): number {
   return Math.max(1, Math.min(availableParallelism(), 8));
 }
@@ -69,6 +70,11 @@ export class WorkerPool {
     }
   }
 
+  /** A thread died: every job given to the pool since fails. */
+  get broken(): boolean {
+    return this.failed !== undefined;
+  }
+
   private fail(err: Error): void {
     this.failed ??= err;
     for (const [seq, p] of this.pending) {
@@ -93,6 +99,16 @@ export class WorkerPool {
   async close(): Promise<void> {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
+}
+
+/**
+ * The pool, or a new one in its place when one of its threads died (every job given to it
+ * would fail): for owners that keep a pool for many jobs.
+ */
+export async function renewedIfBroken(pool: WorkerPool): Promise<WorkerPool> {
+  if (!pool.broken) return pool;
+  await pool.close();
+  return new WorkerPool(pool.size);
 }
 
 /**

@@ -8,7 +8,7 @@ import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { JobProgress, JobRecord } from '../catalog/jobs.js';
 import { THIS_PROCESS } from '../engine/processes.js';
-import { WorkerPool } from '../engine/worker-pool.js';
+import { renewedIfBroken, WorkerPool } from '../engine/worker-pool.js';
 import { CancelledError, ChunkvaultError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
 import { executeJob } from './executor.js';
@@ -36,7 +36,7 @@ export class JobWorker {
   private readonly wake = new AbortController();
   private current: { job: JobRecord; abort: AbortController; done: Promise<void> } | undefined;
   private loop: Promise<void> | undefined;
-  private readonly pool: WorkerPool;
+  private pool: WorkerPool;
   private lastReap = 0;
 
   constructor(private readonly o: WorkerOptions) {
@@ -133,6 +133,8 @@ export class JobWorker {
         await beat(); // a cancel that arrived while the job was being claimed
         abort.signal.throwIfAborted();
         const holds = async () => (await catalog.jobs.heartbeat(job.id, this.name, leaseMs).catch(() => null)) !== undefined;
+        if (this.pool.broken) log.warn({ job: job.id }, 'a hashing/compression thread died: starting new ones');
+        this.pool = await renewedIfBroken(this.pool);
         outcome = await executeJob(job, { ...this.o, pool: this.pool, holds }, abort.signal, (p) => (latest = p));
         status = 'succeeded';
       } catch (err) {

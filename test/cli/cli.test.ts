@@ -175,6 +175,7 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('serve', '--listen', '0'), 2, /no API tokens configured/);
     failsCleanly(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db'), 6, /cannot open catalog postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED/);
     assert.doesNotMatch(cv('list', '--catalog', 'postgres://u:secret@127.0.0.1:1/db').stderr, /secret/);
+    assert.equal(JSON.parse(cv('list', '--json', '--catalog', 'postgres://u:secret@127.0.0.1:1/db').stdout).error.kind, 'CatalogError');
     failsCleanly(cv('worker', '--config', path.join(tmp.dir, 'none.json')), 2, /cannot read configuration .*none\.json/);
     failsCleanly(cv('worker', '--volume', 'relative/*'), 2, /volume pattern 'relative\/\*' is not an absolute path/);
     const bad = cv('backup', vol, '--compression', 'lzma');

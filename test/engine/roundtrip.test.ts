@@ -2,13 +2,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { closeSync, constants as fsc, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import * as path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
+import type { Worker } from 'node:worker_threads';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource } from '../../src/engine/source.js';
+import { renewedIfBroken, WorkerPool } from '../../src/engine/worker-pool.js';
 import { ConflictError, IntegrityError, InvalidInputError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
 
@@ -308,6 +311,30 @@ describe('backup/restore round trips', () => {
       (err: Error) => err instanceof InvalidInputError && err.message === `parent backup ${parent.id} is a backup of volume ids-a, not ids-b`);
     assert.equal((await repo.catalog.list({ volumeId: 'ids-b' })).length, 0, 'nothing recorded');
     assert.equal(threadCount(), threads, 'no worker threads left behind');
+  });
+
+  it('a pool whose thread died fails its jobs clearly, and is replaced by a working one', async () => {
+    const f = repo.file('pool.img', mixedVolume(200 * 1024, 9));
+    const pool = new WorkerPool(1);
+    const [slot] = (pool as unknown as { slots: { worker: Worker }[] }).slots;
+    slot!.worker.ref(); // the idle pool's threads do not keep the test running
+    await once(slot!.worker, 'online');
+    const exited = once(slot!.worker, 'exit');
+    await slot!.worker.terminate(); // as if the running thread had crashed
+    await exited;
+    assert.ok(pool.broken);
+    await assert.rejects(repo.backup(f, { volumeId: 'pool', pool }), /worker thread exited with code 1/);
+    const fresh = await renewedIfBroken(pool);
+    assert.notEqual(fresh, pool);
+    try {
+      assert.equal(await renewedIfBroken(fresh), fresh, 'a working pool is kept');
+      const b = await repo.backup(f, { volumeId: 'pool', pool: fresh });
+      const out = path.join(repo.dir, 'pool-out.img');
+      await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: b.id, target: out, pool: fresh });
+      assert.ok(readFileSync(out).equals(readFileSync(f)));
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('every compression label round-trips; incompressible data is stored raw and labelled none', async () => {
