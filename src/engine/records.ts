@@ -1,7 +1,7 @@
 /** Moving catalog records in and out: repository scans and Cinder's export format. */
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, IntegrityError, NotFoundError } from '../errors.js';
 import type { BackupMetadata, Sha256File } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
@@ -49,7 +49,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     try {
       const meta = await readMetadata(backend, probe, { signal });
       const loc = { ...probe, id: meta.backupId };
-      const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
+      const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
       found.set(meta.backupId, { loc, meta, sha });
     } catch (err) {
       report.unreadable.push(`${container}/${prefix}${SUFFIX}: ${(err as Error).message}`);
@@ -137,6 +137,20 @@ async function repairAbandoned(
   }
 }
 
+/**
+ * What a read gives, or undefined when the object is missing or damaged (the record is still
+ * made, without what it would tell; restore and verify say what is wrong). A storage fault is
+ * not hidden: it fails the import, or makes the backup unreadable for this rebuild.
+ */
+async function unlessMissingOrDamaged<T>(read: Promise<T>): Promise<T | undefined> {
+  try {
+    return await read;
+  } catch (err) {
+    if (err instanceof NotFoundError || err instanceof IntegrityError) return undefined;
+    throw err;
+  }
+}
+
 export async function exportRecord(catalog: Catalog, id: string): Promise<{ backup_service: string; backup_url: string }> {
   const rec = await requireBackup(catalog, id);
   return { backup_service: rec.service ?? CINDER_DRIVER_CLASS.posix, backup_url: encodeRecord(rec) };
@@ -151,7 +165,7 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   // The record must point at a backup this repository holds.
   const loc = { id: r.id, container: r.container, prefix: r.service_metadata };
   const meta = await readMetadata(backend, loc, { signal });
-  const sha = await readSha256File(backend, loc, { signal }).catch(() => undefined);
+  const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
   const parentLayer = async (): Promise<Pick<Layer, 'sha' | 'bytes'> | undefined> => {
     const p = r.parent_id ? await catalog.get(r.parent_id) : undefined;
@@ -159,7 +173,7 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
     const ploc = { id: p.id, container: p.container, prefix: p.service_metadata };
     return { sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
   };
-  const parent = r.parent_id ? await parentLayer().catch(() => undefined) : undefined;
+  const parent = r.parent_id ? await unlessMissingOrDamaged(parentLayer()) : undefined;
   let full: number | null = null;
   if (sha && !r.parent_id) full = layerLength(meta, sha, undefined, r.id);
   else if (sha && parent) {

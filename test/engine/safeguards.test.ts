@@ -197,6 +197,28 @@ describe('safeguards around restore and delete', () => {
     await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: committed.id, threads: 1 });
   });
 
+  it('a rebuild does not hide a storage fault reading a sha256file (a missing one still adopts the backup)', async () => {
+    const f = repo.file('rebuild-fault.img', mixedVolume(200 * 1024, 12));
+    const { id, prefix, container } = await repo.backup(f, { volumeId: 'rebuild-fault' });
+    await repo.catalog.purge(id);
+    const faulty = Object.create(repo.backend, {
+      get: {
+        value: (c: string, n: string, o?: object) => n === `${prefix}_sha256file`
+          ? Promise.reject(new BackendError(`connection reset reading ${n}`, { object: n }))
+          : repo.backend.get(c, n, o),
+      },
+    });
+    const r = await rebuildCatalog(faulty, repo.catalog, ['']);
+    assert.ok(!r.added.includes(id), 'not adopted with what the fault hid');
+    assert.ok(r.unreadable.some((u) => u.includes(prefix) && /connection reset/.test(u)), r.unreadable.join('\n'));
+    assert.equal(await repo.catalog.get(id), undefined);
+
+    await repo.backend.delete(container, `${prefix}_sha256file`);
+    const again = await rebuildCatalog(repo.backend, repo.catalog, ['']);
+    assert.ok(again.added.includes(id));
+    assert.equal((await repo.catalog.get(id))!.volume_bytes, null, 'length unknown without the sha256file');
+  });
+
   it('a delete that could remove nothing leaves the backup as it was; leftovers of killed writes go with a delete', async (t) => {
     const { id } = await repo.backup(repo.file('undeletable.img', mixedVolume(200 * 1024, 10)), { volumeId: 'undeletable' });
     const rec = (await repo.catalog.get(id))!;
