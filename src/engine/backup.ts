@@ -139,7 +139,10 @@ function quiet<T>(p: Promise<T>): Promise<T> {
 
 /** Settles with `p`, or rejects as soon as `signal` aborts (a stalled pipe must not delay a cancel). */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
+  if (signal.aborted) {
+    quiet(p); // its failure, if it fails later, is no longer anyone's to handle
+    return Promise.reject(signal.reason);
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });

@@ -310,4 +310,20 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('restore', id, path.join(full, 'in-place.img'), '--to-existing'), 7, /in-place\.img: cannot write at offset \d+: ENOSPC/);
     assert.equal(json('delete', id).id, id);
   });
+  it('a repository that fills up fails the backup in one line (exit 6), and nothing of it stays', (t) => {
+    const small = path.join(tmp.dir, 'small');
+    mkdirSync(small);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', small], { encoding: 'utf8' });
+    assert.equal(mounted.status, 0, `mounting a small tmpfs needs root: ${mounted.stderr}`);
+    t.after(() => spawnSync('umount', [small]));
+    const vol = file('fills.img', pseudoRandom(80 * 1024 * 1024, 31));
+    for (let i = 0; i < 3; i++) {
+      const r = cv('backup', vol, '--volume-id', 'fills', '--repo', path.join(small, 'repo'), '--threads', '2');
+      failsCleanly(r, 6, /no space left on device/);
+      const files = spawnSync('find', [path.join(small, 'repo'), '-type', 'f'], { encoding: 'utf8' }).stdout;
+      assert.equal(files, '', 'no object of the failed backup is left');
+    }
+    const recs = json('list', '--all', '--volume', 'fills', '--repo', path.join(small, 'repo')) as { status: string }[];
+    assert.deepEqual(recs.map((r) => r.status), ['error', 'error', 'error']);
+  });
 });

@@ -128,6 +128,27 @@ describe('cancellation, failures and delete', () => {
     assert.deepEqual(objectsOf(rec.container!), []);
   });
 
+  it('a backup whose store fails every write once full (several failing at once) fails cleanly and leaves nothing', async () => {
+    let puts = 0;
+    const full: Backend = Object.create(repo.backend, {
+      put: {
+        value: async (c: string, n: string, d: Uint8Array, o?: object) => {
+          if (++puts < 3) return repo.backend.put(c, n, d, o);
+          // The first failure stops the backup while later writes are still out; they fail after.
+          if (puts > 3) await new Promise((r) => setTimeout(r, 100));
+          throw new BackendError(`cannot write ${n}: ENOSPC: no space left on device`, { object: n });
+        },
+      },
+    });
+    const source = await openSource(repo.file('full.img', mixedVolume(2 * 1024 * 1024, 3)));
+    const id = 'a0000000-0000-4000-8000-000000000006';
+    await assert.rejects(runBackup({ backend: full, catalog: repo.catalog, source, volumeId: 'store-full', ...SMALL, backupId: id, threads: 2 }), /ENOSPC/);
+    await source.close();
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
   it('a backup whose source fails midway names the source and the offset, and leaves no objects', async () => {
     async function* breaks() {
       yield pseudoRandom(100_000, 1);
