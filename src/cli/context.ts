@@ -49,8 +49,16 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
   const named = opts.catalog ?? process.env.CHUNKVAULT_CATALOG;
   const catalog = await openCatalog(named ?? defaultCatalogPath(), { createDirectory: named === undefined });
   const controller = new AbortController();
+  let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) process.exit(130);
+    // The first cancels; the clean-up that follows (removing what was written, giving the record
+    // its status) is asked once more to be left alone, and left only at the third.
+    if (++signals === 2) {
+      process.stderr.write(`chunkvault: still cleaning up after the cancel; ${sig} once more quits at once ` +
+        '(then `chunkvault catalog rebuild` tidies up)\n');
+    }
+    if (signals >= 3) process.exit(130);
+    if (signals > 1) return;
     cancelledBy = new CancelledError(`cancelled by ${sig}`);
     controller.abort(cancelledBy);
   };
