@@ -150,9 +150,16 @@ export class Requests {
       await this.catalog.update(now.backup_id, { status: 'error', fail_reason: 'cancelled before it started' }, ['creating']);
     }
     if (now.status === 'cancelled' && now.kind === 'delete') {
-      // Nothing was removed: the backup is as it was before the delete was asked for.
-      const previous = now.params.previous_status === 'error' ? 'error' : 'available';
-      await this.catalog.update(now.backup_id, { status: previous }, ['deleting']);
+      if (Number(now.params.attempt ?? 1) > 1) {
+        // Queued again after a worker died deleting it: objects may be gone already.
+        await this.catalog.update(now.backup_id, {
+          status: 'error', fail_reason: 'delete cancelled after an earlier attempt had begun removing its objects: delete it again',
+        }, ['deleting']);
+      } else {
+        // Nothing was removed: the backup is as it was before the delete was asked for.
+        const previous = now.params.previous_status === 'error' ? 'error' : 'available';
+        await this.catalog.update(now.backup_id, { status: previous }, ['deleting']);
+      }
     }
     return now;
   }

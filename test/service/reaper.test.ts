@@ -10,6 +10,8 @@ import { restoreTempPath } from '../../src/engine/restore-output.js';
 import { dataObjectName } from '../../src/format/naming.js';
 import { createLogger } from '../../src/service/log.js';
 import { reapAbandonedJobs } from '../../src/service/reaper.js';
+import { Requests } from '../../src/service/requests.js';
+import { AllowList } from '../../src/service/allow-list.js';
 import { makeRepo, pseudoRandom } from '../support/engine-helpers.js';
 
 const log = createLogger('test', 'silent');
@@ -84,5 +86,17 @@ describe('reaping abandoned jobs', () => {
     assert.match(rec.fail_reason!, /delete abandoned 3 times/);
     // Its objects are still all there: nothing was lost to a half-done delete.
     assert.ok(await backend.get(r.container, dataObjectName(r.prefix, 1)));
+  });
+  it('a delete queued again after its worker died, then cancelled, leaves the backup error (objects may be gone), not available', async () => {
+    const r = await repo.backup(repo.file('d.img', pseudoRandom(100_000, 4)));
+    await catalog.update(r.id, { status: 'deleting' });
+    await abandoned('delete', r.id, { attempt: 1, previous_status: 'available' });
+    await reapAbandonedJobs(catalog, backend, log);
+    const [again] = await catalog.jobs.list({ backupId: r.id, status: 'queued' });
+    const requests = new Requests(catalog, backend, new AllowList([]));
+    assert.equal((await requests.cancelJob(again!.id)).status, 'cancelled');
+    const rec = (await catalog.get(r.id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /delete cancelled after an earlier attempt had begun removing its objects/);
   });
 });
