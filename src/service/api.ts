@@ -83,19 +83,23 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
  * No text the API takes may hold a NUL character (no path, name or id has one) or half of a
  * UTF-16 surrogate pair (it would be stored as U+FFFD, not as sent).
  */
-function refuseBadText(value: unknown, where: string): void {
+function refuseBadText(value: unknown, where: string, depth = 0): void {
+  if (depth > MAX_NESTING) throw new HttpError(400, `${where}: nested deeper than ${MAX_NESTING} levels`);
   if (typeof value === 'string') {
     if (value.includes('\0')) throw new HttpError(400, `${where}: text must not contain NUL characters`);
     if (LONE_SURROGATE.test(value)) throw new HttpError(400, `${where}: text must be well-formed Unicode (a lone surrogate)`);
   } else if (Array.isArray(value)) {
-    value.forEach((v, i) => refuseBadText(v, `${where}[${i}]`));
+    value.forEach((v, i) => refuseBadText(v, `${where}[${i}]`, depth + 1));
   } else if (typeof value === 'object' && value !== null) {
     for (const [k, v] of Object.entries(value)) {
-      refuseBadText(k, where);
-      refuseBadText(v, `${where} '${k}'`);
+      refuseBadText(k, where, depth + 1);
+      refuseBadText(v, `${where} '${k}'`, depth + 1);
     }
   }
 }
+
+/** No request of the API nests anywhere near this deep. */
+const MAX_NESTING = 32;
 
 function decodeParam(raw: string): string {
   try {

@@ -240,6 +240,7 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['GET', '/v1/backups?name=%zz', undefined, svc.admin, 400, /query: 'name=%zz' is not valid percent-encoding/],
       ['GET', '/v1/backups?name=%FF', undefined, svc.admin, 400, /query: 'name=%FF' is not valid percent-encoding/],
       ['POST', '/v1/backups', { volume: file, name: 'a\ud800b' }, svc.admin, 400, /request body 'name': text must be well-formed Unicode/],
+      ['POST', '/v1/backups', { volume: JSON.parse('['.repeat(3000) + ']'.repeat(3000)) }, svc.admin, 400, /request body 'volume'(\[0\])+: nested deeper than 32 levels/],
       ['POST', `/v1/backups/${parent}/restore`, { target: vols }, svc.admin, 400, /is a directory, not a file/],
       ['POST', `/v1/backups/${parent}/restore`, { target: file }, svc.admin, 400, /target '.*base\.img' exists: set to_existing to write into it in place, or force to replace it/],
       ['GET', '/v1/nothing', undefined, null, 401, /bearer token is required/],
