@@ -11,6 +11,7 @@ import type { ProgressEvent } from '../engine/progress.js';
 import { restoreBackup } from '../engine/restore.js';
 import { openSource } from '../engine/source.js';
 import type { WorkerPool } from '../engine/worker-pool.js';
+import { ConflictError, InvalidInputError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
 import type { BackupJobParams, RestoreJobParams } from './requests.js';
 
@@ -44,6 +45,7 @@ export async function executeJob(
   if (job.kind === 'backup') {
     const p = job.params as unknown as BackupJobParams;
     try {
+      signal.throwIfAborted(); // cancelled while it was being claimed
       const volume = allow.check('volume', p.volume);
       const source = await openSource(volume);
       try {
@@ -67,6 +69,7 @@ export async function executeJob(
     }
   }
   if (job.kind === 'restore') {
+    signal.throwIfAborted(); // nothing changed yet
     const p = job.params as unknown as RestoreJobParams;
     const target = allow.check('target', p.target);
     // The backup is `restoring` meanwhile; a worker that lost its job leaves the status alone.
@@ -77,6 +80,28 @@ export async function executeJob(
     return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
   }
   const started = Date.now();
-  const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });
-  return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: r.retries };
+  try {
+    signal.throwIfAborted();
+    const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });
+    return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: r.retries };
+  } catch (err) {
+    // Refused (an incremental now depends on it, ...) or cancelled before it began: nothing was
+    // removed, and the backup is given back (removals that began leave it `error` themselves).
+    if (signal.aborted || err instanceof ConflictError || err instanceof InvalidInputError) await giveBackDelete(catalog, job);
+    throw err;
+  }
+}
+
+/**
+ * The status a backup had before a delete job that removed nothing: its old one, unless an
+ * earlier attempt of the delete (whose worker died) may have begun removing its objects.
+ */
+export async function giveBackDelete(catalog: Catalog, job: JobRecord): Promise<void> {
+  if (Number(job.params.attempt ?? 1) > 1) {
+    await catalog.update(job.backup_id, {
+      status: 'error', fail_reason: 'delete cancelled after an earlier attempt had begun removing its objects: delete it again',
+    }, ['deleting']);
+  } else {
+    await catalog.update(job.backup_id, { status: job.params.previous_status === 'error' ? 'error' : 'available' }, ['deleting']);
+  }
 }

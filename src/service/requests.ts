@@ -8,6 +8,7 @@ import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { PARENT_STATUSES, requireParent } from '../engine/backup.js';
 import { takeBackFromEndedRestorer } from '../engine/delete.js';
+import { giveBackDelete } from './executor.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
 import { defaultContainer } from '../format/naming.js';
@@ -149,18 +150,7 @@ export class Requests {
     if (now.status === 'cancelled' && now.kind === 'backup') {
       await this.catalog.update(now.backup_id, { status: 'error', fail_reason: 'cancelled before it started' }, ['creating']);
     }
-    if (now.status === 'cancelled' && now.kind === 'delete') {
-      if (Number(now.params.attempt ?? 1) > 1) {
-        // Queued again after a worker died deleting it: objects may be gone already.
-        await this.catalog.update(now.backup_id, {
-          status: 'error', fail_reason: 'delete cancelled after an earlier attempt had begun removing its objects: delete it again',
-        }, ['deleting']);
-      } else {
-        // Nothing was removed: the backup is as it was before the delete was asked for.
-        const previous = now.params.previous_status === 'error' ? 'error' : 'available';
-        await this.catalog.update(now.backup_id, { status: previous }, ['deleting']);
-      }
-    }
+    if (now.status === 'cancelled' && now.kind === 'delete') await giveBackDelete(this.catalog, now);
     return now;
   }
 }

@@ -130,8 +130,7 @@ export class JobWorker {
       let status: 'succeeded' | 'failed' | 'cancelled';
       let outcome;
       try {
-        await beat(); // a cancel that arrived while the job was being claimed
-        abort.signal.throwIfAborted();
+        await beat(); // a cancel that arrived while the job was being claimed (the executor sees it)
         const holds = async () => (await catalog.jobs.heartbeat(job.id, this.name, leaseMs).catch(() => null)) !== undefined;
         if (this.pool.broken) log.warn({ job: job.id }, 'a hashing/compression thread died: starting new ones');
         this.pool = await renewedIfBroken(this.pool);

@@ -5,7 +5,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
-import type { JobKind } from '../../src/catalog/jobs.js';
+import type { JobKind, JobRecord } from '../../src/catalog/jobs.js';
+import { WorkerPool } from '../../src/engine/worker-pool.js';
+import { CancelledError, ConflictError } from '../../src/errors.js';
+import { executeJob } from '../../src/service/executor.js';
 import { restoreTempPath } from '../../src/engine/restore-output.js';
 import { dataObjectName } from '../../src/format/naming.js';
 import { createLogger } from '../../src/service/log.js';
@@ -98,5 +101,33 @@ describe('reaping abandoned jobs', () => {
     const rec = (await catalog.get(r.id))!;
     assert.equal(rec.status, 'error');
     assert.match(rec.fail_reason!, /delete cancelled after an earlier attempt had begun removing its objects/);
+  });
+  it('jobs that end before they begin leave truthful records: a cancel at the claim, a delete refused', async () => {
+    const pool = new WorkerPool(1);
+    const deps = { backend, catalog, allow: new AllowList([`${repo.dir}/**`]), pool };
+    const job = (kind: JobKind, backupId: string, params: Record<string, unknown>): JobRecord => ({
+      id: randomUUID(), kind, backup_id: backupId, resource: `backup:${backupId}`, params, status: 'running', attempts: 1,
+      worker: 'here:1', lease_until: null, progress: null, result: null, error: null, created_at: '', started_at: null, finished_at: null,
+    } as unknown as JobRecord);
+    try {
+      // A backup job cancelled while it was being claimed: its record says so, it is not left `creating`.
+      const base = (await repo.backup(repo.file('e.img', pseudoRandom(50_000, 5)), { volumeId: 'claimed' }));
+      const rec = (await catalog.get(base.id))!;
+      await catalog.create({ ...rec, id: 'claimed-then-cancelled', status: 'creating', service_metadata: null, worker: null });
+      const cancelled = AbortSignal.abort(new CancelledError('cancelled'));
+      await assert.rejects(executeJob(job('backup', 'claimed-then-cancelled', { volume: repo.file('e.img', pseudoRandom(50_000, 5)), volume_id: 'claimed' }), deps, cancelled, () => {}),
+        CancelledError);
+      assert.equal((await catalog.get('claimed-then-cancelled'))!.status, 'error');
+
+      // A delete that finds an incremental now depends on the backup: refused, and given back.
+      const child = await repo.backup(repo.file('e.img', pseudoRandom(50_000, 6)), { volumeId: 'claimed', incremental: true, parentId: base.id });
+      assert.ok(child.parentId === base.id);
+      await catalog.update(base.id, { status: 'deleting' });
+      await assert.rejects(executeJob(job('delete', base.id, { attempt: 1, previous_status: 'available' }), deps, new AbortController().signal, () => {}),
+        ConflictError);
+      assert.equal((await catalog.get(base.id))!.status, 'available');
+    } finally {
+      await pool.close();
+    }
   });
 });
