@@ -20,7 +20,7 @@ import { ALIGN } from '../io/aligned.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
-import { locate, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
+import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import type { VolumeSource } from './source.js';
 import { THIS_PROCESS } from './processes.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
@@ -127,6 +127,22 @@ async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined
   return parent;
 }
 
+/**
+ * Every backup of the parent's chain still has its commit point (`_metadata`): an incremental
+ * on a damaged chain could never be restored, and must not look complete.
+ */
+async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Promise<void> {
+  const chain: BackupRecord[] = [];
+  for (let b: BackupRecord | undefined = parent; b; b = b.parent_id ? await o.catalog.get(b.parent_id) : undefined) {
+    chain.push(b);
+    if (chain.length > 10_000) break; // a cycle in a damaged catalog: restore names it
+  }
+  const queue = [...chain];
+  await Promise.all(Array.from({ length: Math.min(8, queue.length) }, async () => {
+    for (let b = queue.shift(); b; b = queue.shift()) await readMetadata(o.backend, locate(b), { signal: o.signal });
+  }));
+}
+
 function emptySource(source: VolumeSource): InvalidInputError {
   return new InvalidInputError(`source ${source.name} is empty: there is nothing to back up`);
 }
@@ -165,6 +181,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const parent = await resolveParent(o);
   const parentLoc = parent ? locate(parent) : undefined;
   const parentSha = parentLoc ? await readSha256File(o.backend, parentLoc, { signal: o.signal }) : undefined;
+  if (parent) await requireCommittedChain(o, parent);
   const shaBlockSize = positiveInt(o.shaBlockSize ?? parentSha?.blockSize ?? DEFAULT_SHA_BLOCK_SIZE, 'sha block size');
   const chunkSize = positiveInt(o.chunkSize ?? DEFAULT_CHUNK_SIZE, 'chunk size');
   if (chunkSize > MAX_CHUNK_SIZE) {

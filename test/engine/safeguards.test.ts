@@ -11,7 +11,7 @@ import { deleteBackup } from '../../src/engine/delete.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource, type VolumeSource } from '../../src/engine/source.js';
 import { runBackup } from '../../src/engine/backup.js';
-import { BackendError, ConflictError, InvalidInputError, VolumeIOError } from '../../src/errors.js';
+import { BackendError, ConflictError, IntegrityError, InvalidInputError, VolumeIOError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
 
 /** host:pid of a process that has ended. */
@@ -195,6 +195,22 @@ describe('safeguards around restore and delete', () => {
     assert.deepEqual(left, [], 'its partial objects are gone');
     assert.equal((await now(running.id)).status, 'creating', 'a live writer is left alone');
     await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: committed.id, threads: 1 });
+  });
+
+  it('an incremental is refused on a chain whose backup lost its _metadata (it could never be restored)', async () => {
+    const f = repo.file('broken-chain.img', mixedVolume(200 * 1024, 14));
+    const full = await repo.backup(f, { volumeId: 'broken-chain' });
+    const incr = await repo.backup(f, { volumeId: 'broken-chain', incremental: true });
+    const before = (await repo.catalog.list({ volumeId: 'broken-chain', includeDeleted: true })).length;
+    for (const lost of [full, incr]) {
+      const saved = await repo.backend.get(lost.container, `${lost.prefix}_metadata`);
+      await repo.backend.delete(lost.container, `${lost.prefix}_metadata`);
+      await assert.rejects(repo.backup(f, { volumeId: 'broken-chain', incremental: true }), (err: Error) =>
+        err instanceof IntegrityError && err.message.includes(`backup ${lost.id} is incomplete: its metadata object ${lost.prefix}_metadata is missing`));
+      await repo.backend.put(lost.container, `${lost.prefix}_metadata`, saved);
+    }
+    assert.equal((await repo.catalog.list({ volumeId: 'broken-chain', includeDeleted: true })).length, before, 'nothing recorded');
+    assert.equal((await repo.backup(f, { volumeId: 'broken-chain', incremental: true })).parentId, incr.id);
   });
 
   it('a rebuild does not hide a storage fault reading a sha256file (a missing one still adopts the backup)', async () => {
