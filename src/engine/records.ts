@@ -153,6 +153,10 @@ async function unlessMissingOrDamaged<T>(read: Promise<T>): Promise<T | undefine
 
 export async function exportRecord(catalog: Catalog, id: string): Promise<{ backup_service: string; backup_url: string }> {
   const rec = await requireBackup(catalog, id);
+  // As Cinder: only a whole backup is exported (an import of any other could not restore).
+  if (rec.status !== 'available' && rec.status !== 'restoring') {
+    throw new ConflictError(`backup ${id} is ${rec.status}, not available: only an available backup can be exported`, { backupId: id });
+  }
   return { backup_service: rec.service ?? CINDER_DRIVER_CLASS.posix, backup_url: encodeRecord(rec) };
 }
 

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { locate } from '../../src/engine/repository.js';
-import { rebuildCatalog } from '../../src/engine/records.js';
+import { exportRecord, rebuildCatalog } from '../../src/engine/records.js';
 import { deleteBackup } from '../../src/engine/delete.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource, type VolumeSource } from '../../src/engine/source.js';
@@ -211,6 +211,14 @@ describe('safeguards around restore and delete', () => {
     }
     assert.equal((await repo.catalog.list({ volumeId: 'broken-chain', includeDeleted: true })).length, before, 'nothing recorded');
     assert.equal((await repo.backup(f, { volumeId: 'broken-chain', incremental: true })).parentId, incr.id);
+  });
+
+  it('only an available backup can be exported, as in Cinder', async () => {
+    const { id } = await repo.backup(repo.file('export.img', mixedVolume(100 * 1024, 15)), { volumeId: 'export' });
+    assert.ok((await exportRecord(repo.catalog, id)).backup_url.length > 0);
+    await repo.catalog.update(id, { status: 'error', fail_reason: 'test' });
+    await assert.rejects(exportRecord(repo.catalog, id), (err: Error) =>
+      err instanceof ConflictError && err.message === `backup ${id} is error, not available: only an available backup can be exported`);
   });
 
   it('a rebuild does not hide a storage fault reading a sha256file (a missing one still adopts the backup)', async () => {
