@@ -128,6 +128,16 @@ async function resolveParent(o: BackupOptions): Promise<BackupRecord | undefined
 }
 
 /**
+ * The parent is still there once this incremental names it in the catalog. A delete checks for
+ * dependents after it marks the backup `deleting`; both sides write first and look second, so
+ * one of them sees the other.
+ */
+async function parentKept(catalog: Catalog, parentId: string): Promise<boolean> {
+  const now = await catalog.get(parentId);
+  return now !== undefined && PARENT_STATUSES.includes(now.status);
+}
+
+/**
  * Every backup of the parent's chain still has its commit point (`_metadata`): an incremental
  * on a damaged chain could never be restored, and must not look complete.
  */
@@ -277,6 +287,11 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   // Object writes stop separately: after a failure they may finish (see the clean-up).
   const uploadStop = new AbortController();
   try {
+    if (parent && !(await parentKept(o.catalog, parent.id))) {
+      // It never depended on the parent: the parent's delete may go on.
+      await o.catalog.update(id, { parent_id: null }, ['creating']);
+      throw new ConflictError(`parent backup ${parent.id} was being deleted as this incremental started; back up again`, { backupId: id });
+    }
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
     const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,

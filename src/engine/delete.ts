@@ -72,6 +72,13 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   } else if (!(await o.catalog.update(rec.id, { status: 'deleting' }, ['available', 'error', 'deleting']))) {
     const now = await o.catalog.get(rec.id);
     throw new ConflictError(`backup ${rec.id} is ${now?.status ?? 'gone'}; it cannot be deleted now`, { backupId: rec.id });
+  } else {
+    // An incremental that chose it as its parent just now (see parentKept in backup.ts).
+    const now = await requireBackup(o.catalog, rec.id);
+    if (now.num_dependent_backups > 0) {
+      if (rec.status !== 'deleting') await o.catalog.update(rec.id, { status: rec.status }, ['deleting']);
+      throw new ConflictError(`backup ${rec.id} has ${now.num_dependent_backups} dependent incremental backup(s); delete those first`, { backupId: rec.id });
+    }
   }
   // A backup that failed before it wrote anything has no prefix, and nothing to remove.
   const report = rec.service_metadata === null ? { deleted: 0, failed: [] } : await removeAll(o, rec);

@@ -5,6 +5,7 @@ import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync, appen
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { BackupPatch, BackupStatus, Catalog, NewBackupRecord } from '../../src/catalog/catalog.js';
 import { locate } from '../../src/engine/repository.js';
 import { exportRecord, rebuildCatalog } from '../../src/engine/records.js';
 import { deleteBackup } from '../../src/engine/delete.js';
@@ -211,6 +212,49 @@ describe('safeguards around restore and delete', () => {
     }
     assert.equal((await repo.catalog.list({ volumeId: 'broken-chain', includeDeleted: true })).length, before, 'nothing recorded');
     assert.equal((await repo.backup(f, { volumeId: 'broken-chain', incremental: true })).parentId, incr.id);
+  });
+
+  it('a delete and an incremental choosing the same parent at once: one of them gives way, the chain stays whole', async () => {
+    const f = repo.file('race.img', mixedVolume(200 * 1024, 16));
+    // The incremental names the parent just after the delete's first look: the delete gives way.
+    const full = await repo.backup(f, { volumeId: 'race' });
+    const lateChild: Catalog = Object.create(repo.catalog, {
+      update: {
+        value: async (id: string, patch: BackupPatch, ifStatus?: BackupStatus[]) => {
+          const changed = await repo.catalog.update(id, patch, ifStatus);
+          // What an incremental that had chosen it records (see the second half for the rest of its run).
+          if (id === full.id && patch.status === 'deleting') {
+            const rec = (await repo.catalog.get(full.id))!;
+            await repo.catalog.create({ ...rec, id: 'race-child', parent_id: full.id, status: 'creating', service_metadata: null });
+          }
+          return changed;
+        },
+      },
+    });
+    await assert.rejects(deleteBackup({ backend: repo.backend, catalog: lateChild, backupId: full.id }),
+      (err: Error) => err instanceof ConflictError && /has 1 dependent incremental/.test(err.message));
+    assert.equal((await repo.catalog.get(full.id))!.status, 'available');
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: full.id, threads: 1 });
+
+    // The delete marks the parent just after the incremental chose it: the incremental gives way.
+    const parent = await repo.backup(f, { volumeId: 'race2' });
+    const lateDelete: Catalog = Object.create(repo.catalog, {
+      create: {
+        value: async (rec: NewBackupRecord) => {
+          const made = await repo.catalog.create(rec);
+          await repo.catalog.update(parent.id, { status: 'deleting' }, ['available']);
+          return made;
+        },
+      },
+    });
+    const id = 'a0000000-0000-4000-8000-00000000race';
+    await assert.rejects(repo.backup(f, { volumeId: 'race2', incremental: true, catalog: lateDelete, backupId: id }),
+      (err: Error) => err instanceof ConflictError && /was being deleted as this incremental started/.test(err.message));
+    const gaveWay = (await repo.catalog.get(id))!;
+    assert.equal(gaveWay.status, 'error');
+    assert.equal(gaveWay.parent_id, null, 'it never depended on the parent');
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: parent.id });
+    assert.equal((await repo.catalog.get(parent.id))!.status, 'deleted');
   });
 
   it('only an available backup can be exported, as in Cinder', async () => {
