@@ -65,7 +65,9 @@ export class PostgresCatalog implements Catalog {
   }
 
   static async open(connectionString: string): Promise<PostgresCatalog> {
-    const pool = new pg.Pool({ connectionString, max: 10 });
+    // A server that stops answering (frozen, or a network that drops packets) fails calls
+    // instead of hanging them: connecting gives up after 10 s, a query after 30 s.
+    const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 10_000, query_timeout: 30_000, keepAlive: true });
     pool.on('error', () => {}); // an idle client's connection loss surfaces on the next query
     const catalog = new PostgresCatalog(pool);
     await catalog.migrate();

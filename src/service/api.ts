@@ -15,6 +15,7 @@ import type { AllowList } from './allow-list.js';
 import { Authenticator } from './auth.js';
 import type { Token } from './config.js';
 import type { Logger } from './log.js';
+import { CATALOG_CHECK_MS, within } from './deadline.js';
 import { Metrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
 import { Requests } from './requests.js';
@@ -145,10 +146,14 @@ export class ApiServer {
     return this.server.address() as AddressInfo;
   }
 
-  async close(): Promise<void> {
+  /** Stops listening; requests in progress get `graceMs` to finish, then their connections are closed. */
+  async close(graceMs = 30_000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections(); // requests in progress finish; idle keep-alive sockets go now
-    await closed;
+    this.server.closeIdleConnections(); // idle keep-alive sockets go now
+    if ((await within(closed.then(() => true), graceMs, false)) === false) {
+      this.server.closeAllConnections();
+      await closed;
+    }
   }
 
   private route(method: string, path: string, handler: Handler, flags: { mutates?: boolean; open?: boolean } = {}) {
@@ -176,9 +181,9 @@ export class ApiServer {
       return [200, { backups, backups_links: links }];
     };
     this.route('GET', '/healthz', async () => {
-      await catalog.jobs.list({ limit: 1 }).catch((err: Error) => {
-        throw new HttpError(503, `catalog unreachable: ${err.message}`);
-      });
+      const failure = await within(catalog.jobs.list({ limit: 1 }).then(() => undefined, (err: Error) => err.message),
+        CATALOG_CHECK_MS, `no answer within ${CATALOG_CHECK_MS / 1000} s`);
+      if (failure !== undefined) throw new HttpError(503, `catalog unreachable: ${failure}`);
       return [200, { status: 'ok' }];
     }, { open: true });
     this.route('GET', '/v1/openapi.json', async () => [200, openApiDocument(this.o.version)], { open: true });

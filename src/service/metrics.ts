@@ -5,6 +5,7 @@
 import client from 'prom-client';
 import type { Catalog } from '../catalog/catalog.js';
 import { JOB_KINDS, JOB_SECONDS_BUCKETS, JOB_STATUSES, type JobStats } from '../catalog/jobs.js';
+import { CATALOG_CHECK_MS, within } from './deadline.js';
 
 /** Job durations as a Prometheus histogram, its buckets counted by the catalog. */
 function durationHistogram(stats: () => Promise<JobStats[] | undefined>) {
@@ -45,7 +46,7 @@ export class Metrics {
     });
     // One catalog query per scrape feeds every job metric. Without the catalog they are left
     // out (and chunkvault_catalog_up says 0); the process's own metrics are still served.
-    const stats = () => (this.stats ??= catalog.jobs.stats().catch(() => undefined)
+    const stats = () => (this.stats ??= within(catalog.jobs.stats().catch(() => undefined), CATALOG_CHECK_MS, undefined)
       .finally(() => setTimeout(() => (this.stats = undefined), 500)));
     new client.Gauge({
       name: 'chunkvault_catalog_up', help: 'Whether the catalog answered this scrape', registers: [registry],

@@ -18,6 +18,7 @@ import { loadConfig, type ServiceConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { reapAbandonedJobs } from './reaper.js';
 import { JobWorker } from './worker.js';
+import { within } from './deadline.js';
 
 export interface ServiceCliOptions {
   repo?: string;
@@ -54,6 +55,9 @@ async function open(o: ServiceCliOptions): Promise<Opened> {
   return { config, backend, catalog, allow, repoAddress, catalogAddress };
 }
 
+/** How long closing the catalog may take at shutdown. */
+const CLOSE_MS = 5000;
+
 /**
  * Resolves on the first SIGTERM or SIGINT. Later ones are only logged: a terminal's Ctrl-C reaches
  * the workers and `serve` (which forwards SIGTERM) together, and a shutdown must not turn into a kill.
@@ -82,12 +86,12 @@ export async function runWorker(o: ServiceCliOptions): Promise<void> {
   log.info({ worker: worker.name, repository: backend.url, lease_ms: config.leaseMs, volumes: allow.patterns }, 'worker started');
   await shutdownSignal(log);
   const clean = await worker.stop(config.shutdownTimeoutMs);
-  await catalog.close();
+  await within(catalog.close(), CLOSE_MS, undefined); // a catalog that hangs does not hold the exit
   await backend.close();
   log.info({ worker: worker.name, clean }, 'worker stopped');
   if (process.connected) process.disconnect(); // the channel to `serve` would keep this process alive
   // A job stuck in a system call would keep the process alive: it is abandoned, so exit.
-  if (!clean) setTimeout(() => process.exit(1), 1000).unref();
+  exitSoon(clean ? 0 : 1);
 }
 
 export async function runServe(o: ServiceCliOptions & { workers: number }): Promise<void> {
@@ -133,8 +137,15 @@ export async function runServe(o: ServiceCliOptions & { workers: number }): Prom
   clearInterval(reaper);
   const exited = [...children].map((c) => new Promise((r) => c.once('exit', r)));
   for (const c of children) c.kill('SIGTERM');
-  await Promise.all([api.close(), ...exited]);
-  await catalog.close();
+  await Promise.all([api.close(config.shutdownTimeoutMs), ...exited]);
+  await within(catalog.close(), CLOSE_MS, undefined);
   await backend.close();
   log.info('service stopped');
+  exitSoon(0);
+}
+
+/** Exits even while a catalog that stopped answering still holds a connection open. */
+function exitSoon(code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 1000).unref();
 }

@@ -13,7 +13,7 @@ import { openCatalog } from '../../src/catalog/open.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
 import { dropDatabase, freshDatabase } from '../support/pg-server.js';
-import { startService, type RunningService } from '../support/service.js';
+import { startService, startThrottleProxy, type RunningService } from '../support/service.js';
 import { MiB, fifoVolume, fleetScenario, objectsUnder } from './scenarios.js';
 
 const tmp = scratch('service-posix');
@@ -419,6 +419,37 @@ describe('service: catalog outage', () => {
       assert.equal((await svc.request('GET', '/healthz', undefined, null)).status, 503);
     } finally {
       await svc.stop();
+    }
+  });
+});
+
+describe('service: a catalog that stops answering', () => {
+  it('says unhealthy, serves metrics with chunkvault_catalog_up 0, and shuts down on SIGTERM', async () => {
+    const dir = path.join(tmp.dir, 'frozen');
+    mkdirSync(dir, { recursive: true });
+    const db = new URL(await freshDatabase());
+    // The database behind a proxy that can hold back every answer (a frozen server, a network
+    // that drops packets: connections stay open and nothing comes back).
+    const proxy = await startThrottleProxy({ host: db.hostname, port: Number(db.port) });
+    const viaProxy = new URL(db);
+    viaProxy.port = new URL(proxy.url).port;
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: viaProxy.href, volumes: [`${dir}/**`], workers: 0, shutdownSeconds: 2 });
+    try {
+      assert.match((await svc.request('GET', '/metrics', undefined, null)).body, /^chunkvault_catalog_up 1$/m);
+      proxy.delayMs = 3_600_000;
+      await sleep(600); // one catalog query serves the scrapes of half a second
+      const health = await svc.request('GET', '/healthz', undefined, null);
+      assert.equal(health.status, 503);
+      assert.match(health.body.error.message, /catalog unreachable: no answer within 3 s/);
+      const metrics = await svc.request('GET', '/metrics', undefined, null);
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.body, /^chunkvault_catalog_up 0$/m);
+      await svc.stop();
+      assert.equal(svc.proc.signalCode, null, 'it exited by itself, not killed after the wait');
+      assert.equal(svc.proc.exitCode, 0, svc.logs());
+    } finally {
+      await svc.stop();
+      await proxy.close();
     }
   });
 });

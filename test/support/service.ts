@@ -132,6 +132,7 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
 /** A TCP proxy whose answers can be slowed down at will (a slow object store). */
 export async function startThrottleProxy(target: { host: string; port: number }): Promise<{ url: string; delayMs: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
   const state = { url: '', delayMs: 0, close: async () => {} };
   const server = net.createServer((client) => {
     const upstream = net.connect(target.port, target.host);
@@ -140,7 +141,8 @@ export async function startThrottleProxy(target: { host: string; port: number })
     upstream.on('data', (chunk: Buffer) => {
       if (!state.delayMs) return void client.write(chunk);
       upstream.pause();
-      setTimeout(() => (client.write(chunk), upstream.resume()), state.delayMs);
+      const t = setTimeout(() => (timers.delete(t), client.write(chunk), upstream.resume()), state.delayMs);
+      timers.add(t);
     });
     upstream.on('end', () => setTimeout(() => client.end(), state.delayMs + 1));
     const end = () => (client.destroy(), upstream.destroy());
@@ -150,6 +152,7 @@ export async function startThrottleProxy(target: { host: string; port: number })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   state.url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
   state.close = async () => {
+    for (const t of timers) clearTimeout(t);
     for (const s of sockets) s.destroy();
     await new Promise((r) => server.close(r));
   };
