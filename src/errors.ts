@@ -64,15 +64,3 @@ export class VolumeIOError extends ChunkvaultError {
 export class CancelledError extends ChunkvaultError {
   override readonly exitCode = 130;
 }
-
-export function describeContext(ctx: ErrorContext): string {
-  const parts: string[] = [];
-  if (ctx.backupId) parts.push(`backup ${ctx.backupId}`);
-  if (ctx.object) parts.push(`object ${ctx.object}`);
-  if (ctx.offset !== undefined) parts.push(`offset ${ctx.offset}`);
-  return parts.join(', ');
-}
-
-export function isAbortError(err: unknown): boolean {
-  return err instanceof CancelledError || (err instanceof Error && err.name === 'AbortError');
-}

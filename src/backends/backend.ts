@@ -1,10 +1,10 @@
 /**
  * The storage seam: a flat namespace of named objects inside containers, as Cinder's
  * chunked driver sees it (posix directory, S3 bucket, Swift container). The engine talks
- * only to this interface; retries, fault injection and metrics wrap it.
+ * only to this interface; retries wrap it (RetryBackend).
  *
  * Object names may contain '/'. Every call takes an AbortSignal; an aborted call rejects
- * with an AbortError and leaves no partial object visible under its name.
+ * (with the signal's reason) and leaves no partial object visible under its name.
  */
 export interface CallOptions {
   signal?: AbortSignal;

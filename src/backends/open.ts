@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { InvalidInputError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { PosixBackend } from './posix.js';
-import { RetryBackend, type RetryPolicy } from './retry.js';
+import { RetryBackend } from './retry.js';
 
 /** The embedded default repository: a directory under the user's data home. */
 export function defaultRepositoryPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -39,17 +39,13 @@ function serviceUrl(v: string, what: string): URL {
   return u;
 }
 
-export interface OpenOptions {
-  retry?: Partial<RetryPolicy>;
-}
-
 /**
  * Opens a repository from its address: `file:/path`, `file:///path` or a bare path for a
  * directory; `s3://bucket?endpoint=&region=&path_style=&profile=` (credentials from the AWS
  * SDK's chain); `swift://container?auth=<auth URL>` (credentials from OS_* or ST_*). Object
  * stores are wrapped in RetryBackend.
  */
-export async function openBackend(address: string, opts: OpenOptions = {}): Promise<Backend> {
+export async function openBackend(address: string): Promise<Backend> {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(address)?.[1]?.toLowerCase();
   if (scheme === undefined || address.startsWith('/') || address.startsWith('.')) return new PosixBackend(address);
   if (scheme === 'file') {
@@ -92,5 +88,5 @@ export async function openBackend(address: string, opts: OpenOptions = {}): Prom
         })
       : await import('./swift.js').then(({ SwiftBackend, swiftAuthFromEnv }) =>
           new SwiftBackend({ container, auth: swiftAuthFromEnv(q.get('auth') ?? undefined), pageSize }));
-  return new RetryBackend(inner, opts.retry);
+  return new RetryBackend(inner);
 }

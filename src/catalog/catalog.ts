@@ -34,7 +34,7 @@ export interface BackupRecord {
   chunk_size: number | null;
   sha_block_size: number | null;
   source: string | null;
-  /** host:pid of the process writing this backup while it is `creating`. */
+  /** host:pid of the process writing this backup while it is `creating`, or restoring it while `restoring`. */
   worker: string | null;
   created_at: string;
   updated_at: string | null;

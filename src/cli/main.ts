@@ -204,7 +204,7 @@ program
 
 program
   .command('verify')
-  .description('check every object and block of a backup and its chain without writing anything')
+  .description('check every object and block a restore of the backup reads (of it and its chain), without writing anything')
   .argument('<id>')
   .option('--threads <n>', 'verification threads', countOption('--threads', 1, MAX_THREADS))
   .action(async (id: string, o, cmd: Command) =>

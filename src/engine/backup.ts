@@ -62,8 +62,6 @@ export interface BackupOptions extends ProgressOptions {
   /** Worker threads to use (a shared pool, or a count for a private one). */
   pool?: WorkerPool;
   threads?: number;
-  /** Parallel object writes. */
-  uploads?: number;
   /**
    * The record `backupId` already exists in status `creating` (a queued service request):
    * fill it in instead of creating one. A record no longer `creating` means cancelled.
@@ -361,7 +359,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     const bufferSize = size !== undefined && size > 0 ? Math.min(chunkSize, Math.ceil(size / ALIGN) * ALIGN) : chunkSize;
     const maxInflight = Math.max(pool.size, Math.min(pool.size * 4, Math.floor(WORKER_QUEUE_BYTES / bufferSize)));
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
-    const maxUploads = o.uploads ?? Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));
+    const maxUploads = Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));
     const entries: ObjectEntry[] = [];
     const hashes: string[] = [];
     let storedBytes = 0;

@@ -1,6 +1,6 @@
 /**
  * The CPU-bound steps of the data path, as pure functions over one chunk or one object.
- * They run inside worker threads (see worker.ts) and, in tests, in-process.
+ * They run inside worker threads (see worker.ts).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { algorithmForLabel, type Algorithm } from '../codecs/codec.js';

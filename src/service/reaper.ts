@@ -35,7 +35,7 @@ async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Prom
     if (typeof job.params.target === 'string' && !job.params.to_existing) {
       await rm(restoreTempPath(job.params.target, `job-${job.id}`), { force: true });
     }
-    await catalog.update(rec.id, { status: 'available' }, ['restoring']);
+    await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
     return;
   }
   if (job.kind === 'delete') {

@@ -24,8 +24,6 @@ export interface WorkerOptions {
   allow: AllowList;
   log: Logger;
   leaseMs: number;
-  /** Idle wait between claims when the queue is empty. */
-  pollMs?: number;
   threads?: number;
   name?: string;
 }
@@ -87,7 +85,7 @@ export class JobWorker {
   }
 
   private async run(): Promise<void> {
-    const idle = this.o.pollMs ?? 500;
+    const idle = 500; // between claims while the queue is empty
     while (!this.stopping) {
       try {
         await this.reapIfDue();
