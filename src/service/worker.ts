@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { JobProgress, JobRecord } from '../catalog/jobs.js';
+import type { JobOutcome, JobProgress, JobRecord } from '../catalog/jobs.js';
 import { THIS_PROCESS } from '../engine/processes.js';
 import { renewedIfBroken, WorkerPool } from '../engine/worker-pool.js';
 import { CancelledError, ChunkvaultError } from '../errors.js';
@@ -17,6 +17,9 @@ import { reapAbandonedJobs } from './reaper.js';
 
 /** How long a cancelled job gets to stop at shutdown. */
 const STOP_GRACE_MS = 10_000;
+
+/** How long a worker keeps trying to record a job's outcome in a catalog that does not answer. */
+const OUTCOME_RETRY_MS = 60_000;
 
 export interface WorkerOptions {
   catalog: Catalog;
@@ -101,6 +104,32 @@ export class JobWorker {
     }
   }
 
+  /**
+   * Records how a job ended; while the catalog does not answer, again every second (for a
+   * while), as long as the job is still this worker's: a restore that finished during an
+   * outage is succeeded, and its backup is given back.
+   */
+  private async recordOutcome(job: JobRecord, status: 'succeeded' | 'failed' | 'cancelled', outcome: JobOutcome): Promise<boolean> {
+    const { catalog, log, leaseMs } = this.o;
+    const giveUp = Date.now() + Math.max(2 * leaseMs, OUTCOME_RETRY_MS);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (job.kind === 'restore') {
+          if ((await catalog.jobs.heartbeat(job.id, this.name, leaseMs)) === undefined) return false;
+          await catalog.update(job.backup_id, { status: 'available', worker: null }, ['restoring']);
+        }
+        return await catalog.jobs.finish(job.id, this.name, status, outcome);
+      } catch (err) {
+        if (this.stopping || Date.now() > giveUp) {
+          log.error({ job: job.id, status, err: (err as Error).message }, 'could not record the job outcome');
+          return false;
+        }
+        if (attempt === 1) log.warn({ job: job.id, status, err: (err as Error).message }, 'could not record the job outcome yet: trying again');
+        await sleep(1000);
+      }
+    }
+  }
+
   private async reapIfDue(): Promise<void> {
     if (Date.now() - this.lastReap < this.o.leaseMs / 2) return;
     this.lastReap = Date.now();
@@ -142,10 +171,7 @@ export class JobWorker {
       } finally {
         clearInterval(timer);
       }
-      const kept = await catalog.jobs.finish(job.id, this.name, status, outcome).catch((err: Error) => {
-        log.error({ job: job.id, err: err.message }, 'could not record the job outcome');
-        return false;
-      });
+      const kept = await this.recordOutcome(job, status, outcome);
       log.info({ job: job.id, kind: job.kind, backup: job.backup_id, status, error: outcome.error, seconds: (Date.now() - started) / 1000, recorded: kept }, 'job ended');
     })();
     this.current = { job, abort, done };

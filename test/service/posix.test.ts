@@ -454,6 +454,41 @@ describe('service: a catalog that stops answering', () => {
   });
 });
 
+describe('service: a catalog that goes away while a job finishes', () => {
+  it('records the outcome once it is back: a restore that finished is succeeded, its backup available', async () => {
+    const dir = path.join(tmp.dir, 'catalog-gone');
+    mkdirSync(dir, { recursive: true });
+    const db = new URL(await freshDatabase());
+    const proxy = await startThrottleProxy({ host: db.hostname, port: Number(db.port) });
+    const viaProxy = new URL(db);
+    viaProxy.port = new URL(proxy.url).port;
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: viaProxy.href, volumes: [`${dir}/**`], workers: 1 });
+    try {
+      const volume = pseudoRandom(3 * MiB, 41);
+      writeFileSync(path.join(dir, 'v.img'), volume);
+      const id = (await svc.request('POST', '/v1/backups', { volume: path.join(dir, 'v.img') })).body.backup.id;
+      await svc.until(`/v1/backups/${id}`, (b) => b.backup.status === 'available');
+      // A restore into a pipe: it finishes when the test reads it, which it does with the catalog gone.
+      const target = path.join(dir, 'out.pipe');
+      execFileSync('mkfifo', [target]);
+      const job = (await svc.request('POST', `/v1/backups/${id}/restore`, { target })).body.restore.job_id;
+      await svc.until(`/v1/jobs/${job}`, (b) => b.job.status === 'running');
+      proxy.down = true;
+      const restored = readFileSync(target);
+      assert.ok(restored.equals(volume), 'the restore itself finished');
+      await sleep(1500); // its worker tries to record the outcome meanwhile
+      proxy.down = false;
+      const ended = await svc.until(`/v1/jobs/${job}`, (b) => b.job.status !== 'running');
+      assert.equal(ended.job.status, 'succeeded', JSON.stringify(ended.job));
+      assert.equal((await svc.request('GET', `/v1/backups/${id}`)).body.backup.status, 'available');
+    } finally {
+      proxy.down = false;
+      await svc.stop();
+      await proxy.close();
+    }
+  });
+});
+
 describe('service: worker processes', () => {
   it('stop when the serve process that started them is killed', async () => {
     const dir = path.join(tmp.dir, 'orphans');

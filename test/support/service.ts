@@ -129,12 +129,26 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   };
 }
 
-/** A TCP proxy whose answers can be slowed down at will (a slow object store). */
-export async function startThrottleProxy(target: { host: string; port: number }): Promise<{ url: string; delayMs: number; close(): Promise<void> }> {
+/**
+ * A TCP proxy whose answers can be slowed down at will (a slow object store, a frozen server),
+ * or cut off (`down`: connections are dropped and refused, as when a server is stopped).
+ */
+export async function startThrottleProxy(target: { host: string; port: number }): Promise<{ url: string; delayMs: number; down: boolean; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
-  const state = { url: '', delayMs: 0, close: async () => {} };
+  let down = false;
+  const state = {
+    url: '', delayMs: 0, close: async () => {},
+    get down() {
+      return down;
+    },
+    set down(v: boolean) {
+      down = v;
+      if (v) for (const s of sockets) s.destroy();
+    },
+  };
   const server = net.createServer((client) => {
+    if (down) return void client.destroy();
     const upstream = net.connect(target.port, target.host);
     sockets.add(client).add(upstream);
     client.pipe(upstream);
