@@ -1,4 +1,8 @@
+import { constants } from 'node:buffer';
 import { IntegrityError } from '../errors.js';
+import {
+  CLOSE_BRACKET, COMMA, JsonSyntaxError, OPEN_BRACKET, QUOTE, containerEnd, skipWhitespace, unexpectedAt, valueEnd, visitMembers,
+} from './jsonbytes.js';
 import { FORMAT_VERSION } from './naming.js';
 import { pyJsonDumps, type PyJson } from './pyjson.js';
 
@@ -131,33 +135,182 @@ export interface Sha256File extends BackupHeader {
   sha256s: string[];
 }
 
-export function encodeSha256File(s: Sha256File): Buffer {
-  return Buffer.from(
-    pyJsonDumps({
-      backup_description: s.description,
-      backup_id: s.backupId,
-      backup_name: s.name,
-      chunk_size: s.blockSize,
-      created_at: s.createdAt,
-      sha256s: s.sha256s,
-      version: s.version,
-      volume_id: s.volumeId,
-    }),
-    'utf8',
-  );
+/** The largest Buffer this Node.js can allocate, so the largest sha256file that can be built. */
+export const MAX_SHA256FILE_BYTES = constants.MAX_LENGTH;
+
+/**
+ * The document around the list, split where the hashes go: `head` ends with the list's `[`,
+ * `tail` starts with its `]`. Python prints everything but the list; the list is one line of
+ * HASH_LINE.length bytes per hash, the last without its ",\n".
+ */
+function sha256FileFrame(s: Omit<Sha256File, 'sha256s'>): { head: string; tail: string } {
+  const text = pyJsonDumps({
+    backup_description: s.description,
+    backup_id: s.backupId,
+    backup_name: s.name,
+    chunk_size: s.blockSize,
+    created_at: s.createdAt,
+    sha256s: [],
+    version: s.version,
+    volume_id: s.volumeId,
+  });
+  // Strings are printed escaped, so a line break followed by this member occurs only once.
+  const at = text.indexOf(EMPTY_LIST_MEMBER) + EMPTY_LIST_MEMBER.length - 1;
+  return { head: text.slice(0, at), tail: text.slice(at) };
 }
 
+const EMPTY_LIST_MEMBER = '\n  "sha256s": []';
+const HASH_LINE = Buffer.from(`    "${'0'.repeat(64)}",\n`, 'latin1');
+const HASH_AT = 5;
+
+/** Per byte: NOT_HEX, UPPER_HEX or 0 (a digit or a-f); OR-ed over a digest, they tell what it holds. */
+const NOT_HEX = 1;
+const UPPER_HEX = 2;
+const HEX_CLASS = new Uint8Array(256).fill(NOT_HEX);
+for (const c of '0123456789abcdef') HEX_CLASS[c.charCodeAt(0)] = 0;
+for (const c of 'ABCDEF') HEX_CLASS[c.charCodeAt(0)] = UPPER_HEX;
+
+/** The byte length of the sha256file `encodeSha256File` writes for `count` hashes. */
+export function sha256FileLength(s: Omit<Sha256File, 'sha256s'>, count: number): number {
+  const { head, tail } = sha256FileFrame(s);
+  return head.length + tail.length + (count === 0 ? 0 : count * HASH_LINE.length + 2);
+}
+
+/** The most hashes a sha256file with this header can list within MAX_SHA256FILE_BYTES. */
+export function sha256FileCapacity(s: Omit<Sha256File, 'sha256s'>): number {
+  const { head, tail } = sha256FileFrame(s);
+  return Math.floor((MAX_SHA256FILE_BYTES - head.length - tail.length - 2) / HASH_LINE.length);
+}
+
+/**
+ * Writes the sha256file as Cinder does (`json.dumps(sort_keys=True, indent=2)`), straight into
+ * one Buffer: the text is ASCII and larger than a JS string may be for big volumes.
+ */
+export function encodeSha256File(s: Sha256File): Buffer {
+  const { head, tail } = sha256FileFrame(s);
+  const hashes = s.sha256s;
+  const n = hashes.length;
+  if (n === 0) return Buffer.from(head + tail, 'latin1');
+  const size = head.length + tail.length + n * HASH_LINE.length + 2;
+  if (size > MAX_SHA256FILE_BYTES) {
+    throw new RangeError(`a sha256file of ${n} hashes takes ${size} bytes, more than the ${MAX_SHA256FILE_BYTES} one Buffer can hold`);
+  }
+  const out = Buffer.allocUnsafe(size);
+  let p = out.write(head, 0, 'latin1');
+  out[p++] = 0x0a;
+  const first = p;
+  // Every line but the last ends with ",\n"; the last stops after its closing quote.
+  const end = first + n * HASH_LINE.length - 2;
+  out.fill(HASH_LINE, first, end);
+  const notDigest = (i: number) => new TypeError(`sha256s[${i}] is not a SHA-256 hex digest`);
+  for (let i = 0; i < n; i++) {
+    const h = hashes[i];
+    // As UTF-8, 64 bytes are written from 64 characters only if all are ASCII.
+    if (typeof h !== 'string' || h.length !== 64 || out.write(h, first + i * HASH_LINE.length + HASH_AT, 64, 'utf8') !== 64) {
+      throw notDigest(i);
+    }
+  }
+  let seen = 0;
+  for (let i = 0; i < n; i++) {
+    const q = first + i * HASH_LINE.length + HASH_AT;
+    for (let j = q; j < q + 64; j++) seen |= HEX_CLASS[out[j]!]!;
+  }
+  if (seen & NOT_HEX) throw notDigest(hashes.findIndex((h) => !/^[0-9a-fA-F]{64}$/.test(h)));
+  out.write('\n  ' + tail, end, 'latin1');
+  return out;
+}
+
+/** A `sha256s` list at [start, end): its digests, up to the first entry that is not one (`bad`, its index). */
+interface HashList {
+  start: number;
+  end: number;
+  hashes: string[];
+  bad?: number;
+}
+
+/**
+ * Reads the list whose `[` is at `start`: 64-hex strings, separated by commas and whitespace.
+ * Entries are taken straight from the bytes (uppercase digits are lowercased); an entry of any
+ * other kind ends the reading, the rest of the list being skipped.
+ */
+function readHashList(raw: Buffer, start: number): HashList {
+  const hashes: string[] = [];
+  let p = skipWhitespace(raw, start + 1);
+  if (raw[p] === CLOSE_BRACKET) return { start, end: p + 1, hashes };
+  for (;;) {
+    const h = raw[p] === QUOTE && raw[p + 65] === QUOTE ? hexAt(raw, p + 1) : undefined;
+    if (h === undefined) {
+      // A value of another kind is a wrong entry; no value at all is broken JSON.
+      if (!VALUE_START[raw[p] ?? 0]) throw unexpectedAt(raw, p, ` in "sha256s"`);
+      return { start, end: containerEnd(raw, valueEnd(raw, p), 1), hashes, bad: hashes.length };
+    }
+    hashes.push(h);
+    p = skipWhitespace(raw, p + 66);
+    const c = raw[p];
+    if (c === COMMA) p = skipWhitespace(raw, p + 1);
+    else if (c === CLOSE_BRACKET) return { start, end: p + 1, hashes };
+    else throw unexpectedAt(raw, p, ` in "sha256s"`);
+  }
+}
+
+/** The 64 hex digits at `p` as a lowercase string, or undefined if they are not all hex. */
+function hexAt(raw: Buffer, p: number): string | undefined {
+  let seen = 0;
+  for (let i = p; i < p + 64; i++) seen |= HEX_CLASS[raw[i]!]!;
+  if (seen & NOT_HEX) return undefined;
+  const h = raw.toString('latin1', p, p + 64);
+  return seen & UPPER_HEX ? h.toLowerCase() : h;
+}
+
+/** Bytes a JSON value can start with. */
+const VALUE_START = new Uint8Array(256);
+for (const c of '"-0123456789tfn[{') VALUE_START[c.charCodeAt(0)] = 1;
+
+const EMPTY_LIST = Buffer.from('[]');
+
+/**
+ * Parses the sha256file. Its `sha256s` list is read from the bytes (the document of a large
+ * volume is larger than a JS string may be); the rest, small, goes through JSON.parse with the
+ * list cut out. Any JSON layout is accepted; the last `sha256s` member counts, as in JSON.parse.
+ */
 export function decodeSha256File(raw: Buffer, where: Where): Sha256File {
-  const doc = parseJsonObject(raw, where);
+  const lists: HashList[] = [];
+  let isObject: boolean;
+  try {
+    isObject = visitMembers(raw, (name, start) => {
+      if (name !== 'sha256s' || raw[start] !== OPEN_BRACKET) return undefined;
+      const list = readHashList(raw, start);
+      lists.push(list);
+      return list.end;
+    });
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) fail(where, `not valid JSON (${err.message})`);
+    throw err;
+  }
+  let doc: Record<string, unknown>;
+  if (!isObject) {
+    if (raw.length > constants.MAX_STRING_LENGTH) fail(where, 'not a JSON object');
+    doc = parseJsonObject(raw, where);
+  } else {
+    const parts: Buffer[] = [];
+    let from = 0;
+    for (const list of lists) {
+      parts.push(raw.subarray(from, list.start), EMPTY_LIST);
+      from = list.end;
+    }
+    parts.push(raw.subarray(from));
+    const rest = lists.length ? Buffer.concat(parts) : raw;
+    if (rest.length > constants.MAX_STRING_LENGTH) fail(where, 'too large outside its "sha256s" list');
+    doc = parseJsonObject(rest, where);
+  }
   const blockSize = doc.chunk_size;
   if (typeof blockSize !== 'number' || !Number.isSafeInteger(blockSize) || blockSize <= 0) {
     fail(where, '"chunk_size" (the sha block size) must be a positive integer');
   }
-  if (!Array.isArray(doc.sha256s)) fail(where, '"sha256s" is missing or not a list');
-  const sha256s = (doc.sha256s as unknown[]).map((h, i) => {
-    if (typeof h !== 'string' || !/^[0-9a-f]{64}$/i.test(h)) fail(where, `sha256s[${i}] is not a SHA-256 hex digest`);
-    return h.toLowerCase();
-  });
+  // An array here is the last list read (every list was cut to `[]`).
+  const list = lists.at(-1);
+  if (!Array.isArray(doc.sha256s) || !list) fail(where, '"sha256s" is missing or not a list');
+  if (list.bad !== undefined) fail(where, `sha256s[${list.bad}] is not a SHA-256 hex digest`);
   return {
     version: typeof doc.version === 'string' ? doc.version : FORMAT_VERSION,
     backupId: typeof doc.backup_id === 'string' ? doc.backup_id : '',
@@ -166,6 +319,6 @@ export function decodeSha256File(raw: Buffer, where: Where): Sha256File {
     description: optString(doc, 'backup_description', where),
     createdAt: optString(doc, 'created_at', where) ?? '',
     blockSize,
-    sha256s,
+    sha256s: list.hashes,
   };
 }

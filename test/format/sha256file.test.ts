@@ -1,0 +1,251 @@
+import assert from 'node:assert/strict';
+import { constants } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { IntegrityError } from '../../src/errors.js';
+import {
+  MAX_SHA256FILE_BYTES, decodeSha256File, encodeSha256File, sha256FileCapacity, sha256FileLength, type Sha256File,
+} from '../../src/format/metadata.js';
+import { pyJsonDumps } from '../../src/format/pyjson.js';
+
+/** The sha256file as Python's json.dumps(sort_keys=True, indent=2) prints it, built as one string. */
+function stringEncoded(s: Sha256File): Buffer {
+  return Buffer.from(
+    pyJsonDumps({
+      backup_description: s.description,
+      backup_id: s.backupId,
+      backup_name: s.name,
+      chunk_size: s.blockSize,
+      created_at: s.createdAt,
+      sha256s: s.sha256s,
+      version: s.version,
+      volume_id: s.volumeId,
+    }),
+    'utf8',
+  );
+}
+
+const digest = (i: number) => createHash('sha256').update(String(i)).digest('hex');
+const hashes = (n: number) => Array.from({ length: n }, (_, i) => digest(i));
+
+function sha256File(n: number, header: Partial<Sha256File> = {}): Sha256File {
+  return {
+    version: '1.0.0',
+    backupId: 'bbbbbbbb-0000-4000-8000-000000000001',
+    volumeId: '11111111-2222-4333-8444-555555555555',
+    name: 'nightly',
+    description: null,
+    createdAt: '2024-01-02 03:04:05.123456+00:00',
+    blockSize: 32768,
+    sha256s: hashes(n),
+    ...header,
+  };
+}
+
+const where = { backupId: 'b1', object: 'P_sha256file' };
+
+function rejects(raw: string | Buffer, message: string | RegExp) {
+  assert.throws(
+    () => decodeSha256File(typeof raw === 'string' ? Buffer.from(raw) : raw, where),
+    (err: Error) => {
+      assert.ok(err instanceof IntegrityError, `${err.name}: ${err.message}`);
+      assert.equal(err.context.object, 'P_sha256file');
+      if (typeof message === 'string') assert.equal(err.message, message);
+      else assert.match(err.message, message);
+      return true;
+    },
+  );
+}
+
+/** The document as a plain object, as other JSON writers would be given it. */
+function plain(s: Sha256File): Record<string, unknown> {
+  return JSON.parse(stringEncoded(s).toString('utf8')) as Record<string, unknown>;
+}
+
+describe('encodeSha256File', () => {
+  it('writes the bytes json.dumps(sort_keys=True, indent=2) does, for 0, 1, 2 and more hashes', () => {
+    for (const n of [0, 1, 2, 3, 10, 1000, 65536]) {
+      const s = sha256File(n);
+      const raw = encodeSha256File(s);
+      assert.ok(raw.equals(stringEncoded(s)), `${n} hashes`);
+      assert.equal(raw.length, sha256FileLength(s, n));
+    }
+  });
+
+  it('keeps the exact layout around the list: empty list, one entry, last entry without a comma', () => {
+    const s = sha256File(0, { name: null, createdAt: 'c', backupId: 'b', volumeId: 'v', blockSize: 512 });
+    assert.equal(encodeSha256File(s).toString(), '{\n  "backup_description": null,\n  "backup_id": "b",\n  "backup_name": null,\n' +
+      '  "chunk_size": 512,\n  "created_at": "c",\n  "sha256s": [],\n  "version": "1.0.0",\n  "volume_id": "v"\n}');
+    const h = digest(0);
+    assert.ok(encodeSha256File({ ...s, sha256s: [h] }).toString().includes(`"sha256s": [\n    "${h}"\n  ],\n  "version"`));
+    assert.ok(encodeSha256File({ ...s, sha256s: [h, h] }).toString().includes(`"sha256s": [\n    "${h}",\n    "${h}"\n  ],\n`));
+  });
+
+  it('matches for every header Python escapes, even one that reads like the list', () => {
+    for (const text of [null, '', 'é日本"\\\t\n\r\b\f\u0001😀', '\n  "sha256s": []', 'sha256s', '"sha256s": [\n    "x"\n  ]']) {
+      for (const n of [0, 1, 5]) {
+        const s = sha256File(n, { name: text, description: text ?? 'd', createdAt: text ?? '' });
+        assert.ok(encodeSha256File(s).equals(stringEncoded(s)), `${JSON.stringify(text)}, ${n} hashes`);
+      }
+    }
+  });
+
+  it('writes uppercase digests as given', () => {
+    const s = sha256File(3);
+    s.sha256s[1] = s.sha256s[1]!.toUpperCase();
+    assert.ok(encodeSha256File(s).equals(stringEncoded(s)));
+  });
+
+  it('refuses an entry that is not 64 hex digits', () => {
+    const h = digest(1);
+    // U+0130 and U+0161 end in the bytes of '0' and 'a': a write as Latin-1 would pass them off as digits.
+    for (const bad of ['x'.repeat(64), h.slice(1), `${h}0`, `${h.slice(0, 63)}"`, `${h.slice(0, 63)}é`, `İ${h.slice(1)}`, `${h.slice(0, 63)}š`, `${h.slice(0, 62)}日a`]) {
+      const s = sha256File(4);
+      s.sha256s[2] = bad;
+      assert.throws(() => encodeSha256File(s), { name: 'TypeError', message: 'sha256s[2] is not a SHA-256 hex digest' });
+    }
+  });
+
+  it('says how many hashes fit in the largest sha256file', () => {
+    const s = sha256File(0);
+    const max = sha256FileCapacity(s);
+    assert.ok(sha256FileLength(s, max) <= MAX_SHA256FILE_BYTES);
+    assert.ok(sha256FileLength(s, max + 1) > MAX_SHA256FILE_BYTES);
+  });
+});
+
+describe('decodeSha256File', () => {
+  it('reads back what the encoder wrote', () => {
+    for (const n of [0, 1, 2, 1000]) {
+      const s = sha256File(n, { name: 'é"\n', description: 'sha256s' });
+      assert.deepEqual(decodeSha256File(encodeSha256File(s), where), s);
+    }
+  });
+
+  it('accepts any JSON layout of the same document: no spaces, tabs and CRLF, keys in any order', () => {
+    const s = sha256File(5);
+    const doc = plain(s);
+    const reordered = Object.fromEntries(Object.entries(doc).reverse());
+    const layouts = [
+      JSON.stringify(doc),
+      JSON.stringify(reordered),
+      JSON.stringify(reordered, null, '\t').replaceAll('\n', '\r\n'),
+      ` \n{"sha256s" : [ ${s.sha256s.map((h) => JSON.stringify(h)).join(' ,\n')} ] ,"chunk_size":32768,` +
+        `"backup_id":"${s.backupId}","volume_id":"${s.volumeId}","backup_name":"nightly","backup_description":null,` +
+        `"created_at":"${s.createdAt}","version":"1.0.0"}\n\t`,
+    ];
+    for (const text of layouts) assert.deepEqual(decodeSha256File(Buffer.from(text), where), s, text);
+  });
+
+  it('finds the list by its member name only: not in a string value, not in a nested object, also when escaped', () => {
+    const s = sha256File(3, { description: 'sha256s', name: '"sha256s": [1]' });
+    const doc = plain(s);
+    const text = JSON.stringify({ extra: { sha256s: [1, 2] }, backup_description: 'sha256s', ...doc, z: ['sha256s'] });
+    assert.deepEqual(decodeSha256File(Buffer.from(text), where), s);
+    const other = sha256File(3);
+    const escaped = JSON.stringify(plain(other)).replace('"sha256s"', '"sha256\\u0073"');
+    assert.ok(escaped.includes('"sha256\\u0073":['));
+    assert.deepEqual(decodeSha256File(Buffer.from(escaped), where), other);
+  });
+
+  it('lowercases uppercase digests; a repeated member counts once, the last, as in JSON.parse', () => {
+    const s = sha256File(2);
+    const upper = JSON.stringify({ ...plain(s), sha256s: s.sha256s.map((h) => h.toUpperCase()) });
+    assert.deepEqual(decodeSha256File(Buffer.from(upper), where).sha256s, s.sha256s);
+    const first = JSON.stringify(s.sha256s);
+    const last = JSON.stringify([digest(9)]);
+    const base = JSON.stringify({ ...plain(s), sha256s: undefined }).slice(1);
+    assert.deepEqual(decodeSha256File(Buffer.from(`{"sha256s": ${first}, "sha256s": ${last}, ${base}`), where).sha256s, [digest(9)]);
+    assert.deepEqual(decodeSha256File(Buffer.from(`{"sha256s": ["nope"], "sha256s": ${last}, ${base}`), where).sha256s, [digest(9)]);
+    rejects(`{"sha256s": ${first}, "sha256s": null, ${base}`, 'P_sha256file: "sha256s" is missing or not a list');
+  });
+
+  it('names the first entry that is not a digest', () => {
+    const s = sha256File(4);
+    const text = encodeSha256File(s).toString();
+    const h = s.sha256s[2]!;
+    const msg = 'P_sha256file: sha256s[2] is not a SHA-256 hex digest';
+    rejects(text.replace(`"${h}"`, `"${'g'.repeat(64)}"`), msg);
+    rejects(text.replace(`"${h}"`, `"${h.slice(1)}"`), msg);
+    rejects(text.replace(`"${h}"`, `"${h}0"`), msg);
+    rejects(text.replace(`"${h}"`, '12345'), msg);
+    rejects(text.replace(`"${h}"`, '-1.5e3'), msg);
+    rejects(text.replace(`"${h}"`, 'null'), msg);
+    rejects(text.replace(`"${h}"`, 'true'), msg);
+    rejects(text.replace(`"${h}"`, `["${h}"]`), msg);
+    rejects(text.replace(`"${h}"`, `{"h": "${h}", "x": [1, "]"]}`), msg);
+    rejects(text.replace(`"${h}"`, `"\\u00${h.slice(0, 2)}${h.slice(6)}"`), msg);
+    rejects(text.replace(`"${h}"`, `"${h.slice(0, 30)}\\"${h.slice(32)}"`), msg);
+    rejects(JSON.stringify({ ...plain(s), sha256s: [5] }), 'P_sha256file: sha256s[0] is not a SHA-256 hex digest');
+  });
+
+  it('says which member is missing or of the wrong kind, in the order it always has', () => {
+    const doc = plain(sha256File(2));
+    const missing = 'P_sha256file: "sha256s" is missing or not a list';
+    rejects(JSON.stringify({ ...doc, sha256s: undefined }), missing);
+    rejects(JSON.stringify({ ...doc, sha256s: null }), missing);
+    rejects(JSON.stringify({ ...doc, sha256s: { 0: digest(0) } }), missing);
+    rejects(JSON.stringify({ ...doc, sha256s: digest(0) }), missing);
+    const chunk = 'P_sha256file: "chunk_size" (the sha block size) must be a positive integer';
+    rejects(JSON.stringify({ ...doc, chunk_size: 0 }), chunk);
+    rejects(JSON.stringify({ ...doc, chunk_size: '32768', sha256s: [5] }), chunk);
+    rejects(JSON.stringify({ ...doc, backup_name: 5 }), 'P_sha256file: "backup_name" must be a string or null');
+    rejects(JSON.stringify([doc]), 'P_sha256file: not a JSON object');
+    rejects('"sha256s"', 'P_sha256file: not a JSON object');
+  });
+
+  it('reports a truncated document as not valid JSON, wherever it was cut', () => {
+    const raw = encodeSha256File(sha256File(3));
+    const list = raw.indexOf('"sha256s"');
+    const cuts = [0, 1, 10, list + 5, list + 12, list + 13, list + 14, list + 20, list + 84, list + 85, list + 86, list + 90, raw.length - 30, raw.length - 1];
+    for (const at of cuts) rejects(raw.subarray(0, at), 'P_sha256file: not valid JSON (Unexpected end of JSON input)');
+  });
+
+  it('reports broken JSON as not valid JSON, inside the list and around it', () => {
+    const s = sha256File(2);
+    const [a, b] = s.sha256s.map((h) => `"${h}"`) as [string, string];
+    const text = encodeSha256File(s).toString();
+    const broken = (from: string, to: string, at: (t: string) => number, what: string) => {
+      const t = text.replace(from, to);
+      assert.notEqual(t, text);
+      rejects(t, `P_sha256file: not valid JSON (Unexpected ${what} at byte ${at(t)} in "sha256s")`);
+    };
+    broken(`${a},`, `${a},,`, (t) => t.indexOf(`${a},,`) + a.length + 1, "character ','");
+    broken(`${b}\n`, `${b},\n`, (t) => t.indexOf(']'), "character ']'");
+    broken(`${a},`, a, (t) => t.indexOf(b), `character '"'`);
+    broken(`${a},`, `${a};`, (t) => t.indexOf(`${a};`) + a.length, "character ';'");
+    broken(`${a},`, `${a},\u0000`, (t) => t.indexOf(`${a},`) + a.length + 1, 'byte 0x00');
+    const noColon = text.replace('"sha256s": [', '"sha256s" [');
+    rejects(noColon, `P_sha256file: not valid JSON (Unexpected character '[' at byte ${noColon.indexOf('"sha256s" [') + 10})`);
+    // Outside the list, JSON.parse has its say.
+    rejects(text.replace('"chunk_size": 32768', '"chunk_size": 32768,'), /^P_sha256file: not valid JSON \(.+\)$/s);
+    rejects(text.replace('"version": "1.0.0"', '"version": 1.0.0.0'), /^P_sha256file: not valid JSON \(.+\)$/s);
+    rejects(`${text}}`, /^P_sha256file: not valid JSON \(.+\)$/s);
+    rejects(`\ufeff${text}`, /^P_sha256file: not valid JSON \(.+\)$/s);
+    rejects('', 'P_sha256file: not valid JSON (Unexpected end of JSON input)');
+  });
+
+  it('reads and writes sha256files larger than a JS string can be (7.6 million hashes, 547 MB)', { timeout: 120_000 }, () => {
+    const n = 7_600_000;
+    // 4093 distinct digests in turn: a hash written or read at the wrong line shows.
+    const pool = hashes(4093);
+    const s = sha256File(0, { blockSize: 512 });
+    s.sha256s = Array.from({ length: n }, (_, i) => pool[i % pool.length]!);
+    const raw = encodeSha256File(s);
+    assert.equal(raw.length, sha256FileLength(s, n));
+    assert.ok(raw.length > constants.MAX_STRING_LENGTH, `${raw.length} bytes`);
+    // Around the list it is json.dumps's document; the list is checked by reading it back.
+    const small = stringEncoded({ ...s, sha256s: pool.slice(0, 2) });
+    const start = small.indexOf(pool[1]!);
+    assert.ok(raw.subarray(0, start).equals(small.subarray(0, start)));
+    const end = small.subarray(start + 64);
+    assert.ok(raw.subarray(raw.length - end.length).equals(end));
+
+    const back = decodeSha256File(raw, where);
+    assert.equal(back.blockSize, 512);
+    assert.equal(back.sha256s.length, n);
+    for (let i = 0; i < n; i++) {
+      if (back.sha256s[i] !== pool[i % pool.length]) assert.fail(`sha256s[${i}] read back as ${back.sha256s[i]}`);
+    }
+  });
+});
