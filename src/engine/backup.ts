@@ -10,7 +10,9 @@ import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
-import { encodeMetadata, encodeSha256File, type ObjectEntry } from '../format/metadata.js';
+import {
+  MAX_SHA256FILE_BYTES, encodeMetadata, encodeSha256File, sha256FileCapacity, type ObjectEntry,
+} from '../format/metadata.js';
 import {
   FORMAT_VERSION, checkIdentifier, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
   sha256ObjectName,
@@ -211,6 +213,16 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const started = o.timestamp ?? new Date();
   const timestamp = new Date(Math.floor(started.getTime() / 1000) * 1000);
   const createdAt = pythonDatetimeString(timestamp);
+  const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
+    description: o.description ?? null, createdAt };
+  // The sha256file is built as one Buffer: a sha block far smaller than the volume would make
+  // it larger than one can be. Cinder sets no minimum block size, so this is the bound.
+  const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize });
+  const tooManyHashes = (bytes: number, atLeast = '') => new InvalidInputError(
+    `sha block size ${shaBlockSize} is too small for a volume of ${atLeast}${bytes} bytes: its sha256file would list ` +
+    `${atLeast}${Math.ceil(bytes / shaBlockSize)} SHA-256 hashes, more than the ${maxHashes} that fit in ${MAX_SHA256FILE_BYTES} bytes; ` +
+    'use a larger sha block size');
+  if (o.source.size !== undefined && Math.ceil(o.source.size / shaBlockSize) > maxHashes) throw tooManyHashes(o.source.size);
   const container = o.container ?? o.backend.defaultContainer ?? defaultContainer(o.backend.kind, id);
   const prefix = objectPrefix(o.backend.kind, {
     volumeId: o.volumeId,
@@ -292,8 +304,6 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     }
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
-    const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
-      description: o.description ?? null, createdAt };
     written.push(sha256ObjectName(prefix));
     await o.backend.put(container, sha256ObjectName(prefix),
       encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes }), { signal });
@@ -395,6 +405,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       const puts: Promise<void>[] = [];
       const usingChunk: Promise<void>[] = [];
       for (const h of r.hashes) hashes.push(h);
+      // A source of unknown size (a pipe) is stopped once its hashes no longer fit.
+      if (hashes.length > maxHashes) throw tooManyHashes(offset, 'at least ');
       zeroBlocks += r.zeroBlocks;
       for (const ext of r.extents) {
         const name = dataObjectName(prefix, entries.length + 1);

@@ -167,6 +167,15 @@ describe('safeguards around restore and delete', () => {
     }
   });
 
+  it('refuses a sha block size so small that the sha256file could not be built, before recording anything', async () => {
+    // Cinder sets no minimum sha block size; the bound is what one sha256file can hold.
+    const file = repo.file('sparse-64g.img', Buffer.alloc(0));
+    truncateSync(file, 64 * 2 ** 30);
+    await assert.rejects(repo.backup(file, { shaBlockSize: 512, backupId: 'tiny-blocks' }), (err: Error) =>
+      err instanceof InvalidInputError && /^sha block size 512 is too small for a volume of 68719476736 bytes: its sha256file would list 134217728 SHA-256 hashes, more than the \d+ that fit in 4294967296 bytes; use a larger sha block size$/.test(err.message));
+    assert.equal(await repo.catalog.get('tiny-blocks'), undefined);
+  });
+
   it('catalog rebuild repairs what a process of this host left when it died, and nothing else', async () => {
     const file = repo.file('repair.img', mixedVolume(200 * 1024, 12));
     const committed = await repo.backup(file, { volumeId: 'repair' }); // killed after `_metadata`, before the catalog
