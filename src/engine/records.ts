@@ -73,7 +73,19 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     }
     return layer;
   };
-  const ordered = [...found.values()].sort((a, b) => a.meta.createdAt.localeCompare(b.meta.createdAt));
+  // Oldest first, and a parent always before its children: the catalog orders backups made in
+  // the same second (names and metadata have whole seconds) by when they were added.
+  const byAge = [...found.values()].sort((a, b) => a.meta.createdAt.localeCompare(b.meta.createdAt));
+  const ordered: typeof byAge = [];
+  const placed = new Set<string>();
+  const place = (f: (typeof byAge)[number], depth = 0) => {
+    if (placed.has(f.meta.backupId)) return;
+    placed.add(f.meta.backupId);
+    const parent = f.meta.parentId ? found.get(f.meta.parentId) : undefined;
+    if (parent && depth < found.size) place(parent, depth + 1);
+    ordered.push(f);
+  };
+  for (const f of byAge) place(f);
   for (const { loc, meta, sha } of ordered) {
     const bytes = lengthOf(meta.backupId)?.bytes ?? null;
     const known = await catalog.get(meta.backupId);

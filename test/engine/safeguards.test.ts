@@ -274,6 +274,17 @@ describe('safeguards around restore and delete', () => {
       err instanceof ConflictError && err.message === `backup ${id} is error, not available: only an available backup can be exported`);
   });
 
+  it('a rebuild puts a parent before its child made in the same second, so the next incremental follows the chain', async () => {
+    const f = repo.file('same-second.img', mixedVolume(100 * 1024, 17));
+    const at = new Date('2026-01-02T03:04:05.000Z');
+    const full = await repo.backup(f, { volumeId: 'same-second', backupId: 'ffffffff-0000-4000-8000-000000000001', timestamp: at });
+    const incr = await repo.backup(f, { volumeId: 'same-second', incremental: true, backupId: '00000000-0000-4000-8000-000000000001', timestamp: at });
+    for (const id of [incr.id, full.id]) await repo.catalog.purge(id);
+    await rebuildCatalog(repo.backend, repo.catalog, ['']);
+    assert.deepEqual((await repo.catalog.list({ volumeId: 'same-second' })).map((r) => r.id), [full.id, incr.id]);
+    assert.equal((await repo.backup(f, { volumeId: 'same-second', incremental: true })).parentId, incr.id);
+  });
+
   it('a rebuild does not hide a storage fault reading a sha256file (a missing one still adopts the backup)', async () => {
     const f = repo.file('rebuild-fault.img', mixedVolume(200 * 1024, 12));
     const { id, prefix, container } = await repo.backup(f, { volumeId: 'rebuild-fault' });
