@@ -16,13 +16,17 @@ const STAGE_BYTES = 8 * 1024 * 1024;
 /** Finds the aligned start of `raw` for `length` bytes, by trial O_DIRECT I/O on the target. */
 type Aligner = (raw: Buffer, length: number) => Promise<Buffer | undefined>;
 
-/** For a file: trial writes to a scratch file beside it (its own blocks must not be touched). */
+/**
+ * For a file: trial writes to a scratch file beside it (its own blocks must not be touched),
+ * unlinked as soon as it is open, so that a process killed while probing leaves nothing.
+ */
 function scratchFileAligner(dir: string): Aligner {
   return async (raw, length) => {
     const scratch = path.join(dir, `.chunkvault-tmp-probe-${randomBytes(6).toString('hex')}`);
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(scratch, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
+      await fsp.rm(scratch, { force: true });
       const probe = fh;
       return await alignedView(raw, length, async (view) => void (await probe.write(view, 0, ALIGN, 0)));
     } catch {
