@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
-import { processAlive } from './processes.js';
+import { processAlive, THIS_PROCESS } from './processes.js';
 import { locate, removeBackupObjects, type RemovalReport } from './repository.js';
 
 export interface DeleteOptions {
@@ -69,14 +69,14 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
       if (!now || now.status === 'deleted') return { id: rec.id, objectsDeleted: 0, cancelledRunning };
       rec = now;
     }
-  } else if (!(await o.catalog.update(rec.id, { status: 'deleting' }, ['available', 'error', 'deleting']))) {
+  } else if (!(await o.catalog.update(rec.id, { status: 'deleting', worker: THIS_PROCESS }, ['available', 'error', 'deleting']))) {
     const now = await o.catalog.get(rec.id);
     throw new ConflictError(`backup ${rec.id} is ${now?.status ?? 'gone'}; it cannot be deleted now`, { backupId: rec.id });
   } else {
     // An incremental that chose it as its parent just now (see parentKept in backup.ts).
     const now = await requireBackup(o.catalog, rec.id);
     if (now.num_dependent_backups > 0) {
-      if (rec.status !== 'deleting') await o.catalog.update(rec.id, { status: rec.status }, ['deleting']);
+      if (rec.status !== 'deleting') await o.catalog.update(rec.id, { status: rec.status, worker: null }, ['deleting']);
       throw new ConflictError(`backup ${rec.id} has ${now.num_dependent_backups} dependent incremental backup(s); delete those first`, { backupId: rec.id });
     }
   }
@@ -84,13 +84,14 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
   const report = rec.service_metadata === null ? { deleted: 0, failed: [] } : await removeAll(o, rec);
   if (report.failed.length && report.deleted === 0) {
     // Not even `_metadata` could be removed: the backup is whole, and stays what it was.
-    if (rec.status === 'available' || rec.status === 'error') await o.catalog.update(rec.id, { status: rec.status }, ['deleting']);
+    if (rec.status === 'available' || rec.status === 'error') await o.catalog.update(rec.id, { status: rec.status, worker: null }, ['deleting']);
     throw new BackendError(`deleting backup ${rec.id} removed nothing: ${report.failed[0]}`, { backupId: rec.id });
   }
   if (report.failed.length) {
     await o.catalog.update(rec.id, {
       status: 'error',
       fail_reason: `delete incomplete: ${report.failed.length} removal(s) failed: ${report.failed.slice(0, 3).join('; ')}`,
+      worker: null,
     });
     throw new BackendError(`deleting backup ${rec.id} is incomplete: ${report.failed.length} removal(s) failed, first: ${report.failed[0]}`, {
       backupId: rec.id,

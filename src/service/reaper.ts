@@ -15,6 +15,7 @@ import type { Logger } from './log.js';
 const DELETE_ATTEMPTS = 3;
 
 export async function reapAbandonedJobs(catalog: Catalog, backend: Backend, log: Logger): Promise<JobRecord[]> {
+  await reapOrphanRecords(catalog, log);
   const reaped = await catalog.jobs.reapExpired();
   for (const job of reaped) {
     log.warn({ job: job.id, kind: job.kind, backup: job.backup_id, worker: job.worker }, 'job abandoned: lease expired');
@@ -61,4 +62,32 @@ async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Prom
     ? { status: 'deleted' as const, deleted_at: new Date().toISOString(), fail_reason: `${job.error}${note}`, worker: null }
     : { status: 'error' as const, fail_reason: `${job.error}${note}`, worker: null };
   await catalog.update(rec.id, patch, [rec.status]);
+}
+
+/** How long a record may wait for its job to be queued before it counts as having none. */
+export const ORPHAN_AGE_MS = 60_000;
+
+/**
+ * Records the API changed whose job was never queued (the catalog failed between the two
+ * statements): a backup `creating` or `deleting` that no process writes or deletes, with no
+ * job queued or running for it. A backup never started is `error`; a delete never started
+ * leaves the backup `error` too (its status before is not known), to be deleted again.
+ */
+async function reapOrphanRecords(catalog: Catalog, log: Logger): Promise<void> {
+  for (const status of ['creating', 'deleting'] as const) {
+    for (const rec of await catalog.list({ status })) {
+      if (rec.worker || !rec.updated_at || Date.now() - Date.parse(rec.updated_at) < ORPHAN_AGE_MS) continue;
+      const pending = [
+        ...(await catalog.jobs.list({ backupId: rec.id, status: 'queued', limit: 1 })),
+        ...(await catalog.jobs.list({ backupId: rec.id, status: 'running', limit: 1 })),
+      ];
+      if (pending.length) continue;
+      const reason = status === 'creating'
+        ? 'its backup job was never queued (the catalog failed as it was asked for)'
+        : 'its delete job was never queued (the catalog failed as it was asked for): delete it again';
+      if (await catalog.update(rec.id, { status: 'error', fail_reason: reason }, [status])) {
+        log.warn({ backup: rec.id, was: status }, reason);
+      }
+    }
+  }
 }

@@ -12,7 +12,7 @@ import { executeJob } from '../../src/service/executor.js';
 import { restoreTempPath } from '../../src/engine/restore-output.js';
 import { dataObjectName } from '../../src/format/naming.js';
 import { createLogger } from '../../src/service/log.js';
-import { reapAbandonedJobs } from '../../src/service/reaper.js';
+import { ORPHAN_AGE_MS, reapAbandonedJobs } from '../../src/service/reaper.js';
 import { Requests } from '../../src/service/requests.js';
 import { AllowList } from '../../src/service/allow-list.js';
 import { makeRepo, pseudoRandom } from '../support/engine-helpers.js';
@@ -129,5 +129,30 @@ describe('reaping abandoned jobs', () => {
     } finally {
       await pool.close();
     }
+  });
+  it('records whose job was never queued (the catalog failed in between) end error; others are left alone', async () => {
+    const r = await repo.backup(repo.file('f.img', pseudoRandom(50_000, 7)));
+    const base = (await catalog.get(r.id))!;
+    const old = new Date(Date.now() - ORPHAN_AGE_MS - 1000).toISOString();
+    const make = async (id: string, status: 'creating' | 'deleting', updatedAt: string, worker: string | null = null) => {
+      await catalog.create({ ...base, id, status, worker });
+      await catalog.update(id, { updated_at: updatedAt });
+    };
+    await make('orphan-creating', 'creating', old);
+    await make('orphan-deleting', 'deleting', old);
+    await make('young-creating', 'creating', new Date().toISOString());
+    await make('written-by-someone', 'creating', old, 'elsewhere:1');
+    await make('queued-deleting', 'deleting', old);
+    await catalog.jobs.enqueue({ id: randomUUID(), kind: 'delete', backup_id: 'queued-deleting', resource: 'backup:queued-deleting', params: {} });
+    await catalog.update('queued-deleting', { updated_at: old });
+    await reapAbandonedJobs(catalog, backend, log);
+    const status = async (id: string) => (await catalog.get(id))!;
+    assert.equal((await status('orphan-creating')).status, 'error');
+    assert.match((await status('orphan-creating')).fail_reason!, /its backup job was never queued/);
+    assert.equal((await status('orphan-deleting')).status, 'error');
+    assert.match((await status('orphan-deleting')).fail_reason!, /its delete job was never queued.*delete it again/);
+    assert.equal((await status('young-creating')).status, 'creating');
+    assert.equal((await status('written-by-someone')).status, 'creating');
+    assert.equal((await status('queued-deleting')).status, 'deleting');
   });
 });
