@@ -128,7 +128,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
 /**
  * Records a process of this host left behind when it died: a backup it was writing has no
  * `_metadata` (it never committed): its partial objects go and it becomes `error`; a backup it
- * was restoring is `available` again.
+ * was restoring is `available` again; one it was deleting is `error`, to be deleted again.
  */
 async function repairAbandoned(
   backend: Backend, catalog: Catalog, containers: string[], committed: Set<string>, report: RebuildReport, signal?: AbortSignal,
@@ -138,6 +138,12 @@ async function repairAbandoned(
     if (!rec.worker || processAlive(rec.worker) || !scanned(rec)) continue;
     if (rec.status === 'restoring' && (await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']))) {
       report.repaired.push(`${rec.id}: available again (its restorer ${rec.worker} ended)`);
+    } else if (rec.status === 'deleting') {
+      // A delete that died part-way: objects may be gone, so the backup is no longer whole.
+      const reason = `its delete by ${rec.worker} ended before it was done: delete it again`;
+      if (await catalog.update(rec.id, { status: 'error', fail_reason: reason, worker: null }, ['deleting'])) {
+        report.repaired.push(`${rec.id}: error (${reason})`);
+      }
     } else if (rec.status === 'creating' && !committed.has(rec.id)) {
       const removal = rec.service_metadata ? await removeBackupObjects(backend, locate(rec), [], { signal }) : { deleted: 0, failed: [] };
       const left = removal.failed.length ? `; removing its objects failed ${removal.failed.length} time(s), first: ${removal.failed[0]}` : '';

@@ -181,7 +181,9 @@ describe('safeguards around restore and delete', () => {
     const committed = await repo.backup(file, { volumeId: 'repair' }); // killed after `_metadata`, before the catalog
     const restoring = await repo.backup(file, { volumeId: 'repair-r' }); // killed while restoring
     const running = await repo.backup(file, { volumeId: 'repair-live' }); // still being written by a live process
+    const deleting = await repo.backup(file, { volumeId: 'repair-d' }); // killed while deleting it
     const dead = deadWriter();
+    await repo.catalog.update(deleting.id, { status: 'deleting', worker: dead });
     await repo.catalog.update(committed.id, { status: 'creating', worker: dead, object_count: 0, volume_bytes: null });
     await repo.catalog.update(restoring.id, { status: 'restoring', worker: dead });
     await repo.catalog.update(running.id, { status: 'creating', worker: `${hostname()}:${process.pid}` });
@@ -192,7 +194,9 @@ describe('safeguards around restore and delete', () => {
     await repo.backend.put(partial.container!, `${prefix}-00001`, pseudoRandom(1000, 13));
 
     const r = await rebuildCatalog(repo.backend, repo.catalog, ['']);
-    assert.deepEqual(r.repaired.map((x) => x.split(':')[0]).sort(), [committed.id, restoring.id, 'partial-1'].sort(), r.repaired.join('\n'));
+    assert.deepEqual(r.repaired.map((x) => x.split(':')[0]).sort(), [committed.id, restoring.id, deleting.id, 'partial-1'].sort(), r.repaired.join('\n'));
+    assert.equal((await repo.catalog.get(deleting.id))!.status, 'error');
+    assert.match((await repo.catalog.get(deleting.id))!.fail_reason!, /its delete by .* ended before it was done: delete it again/);
     const now = async (id: string) => (await repo.catalog.get(id))!;
     assert.equal((await now(committed.id)).status, 'available');
     assert.equal((await now(committed.id)).volume_bytes, 200 * 1024);
