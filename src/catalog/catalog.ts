@@ -34,7 +34,7 @@ export interface BackupRecord {
   chunk_size: number | null;
   sha_block_size: number | null;
   source: string | null;
-  /** host:pid of the process writing this backup while it is `creating`, or restoring it while `restoring`. */
+  /** host:pid of the process writing this backup while it is `creating` (or deleting it while `deleting`); of each process restoring it while `restoring`, separated by spaces. */
   worker: string | null;
   created_at: string;
   updated_at: string | null;
@@ -70,9 +70,10 @@ export interface Catalog {
   /**
    * Applies `patch` (and bumps updated_at). With `ifStatus`, only when the current status
    * is one of those: the compare-and-set that makes status transitions safe between
-   * processes. Returns whether the record was changed.
+   * processes; with `ifWorker` too, only when `worker` is that (null included). Returns
+   * whether the record was changed.
    */
-  update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean>;
+  update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[], ifWorker?: string | null): Promise<boolean>;
   /** Records matching the filter, oldest first (ties in creation order). An unknown marker is a NotFoundError. */
   list(filter?: BackupFilter): Promise<BackupRecord[]>;
   /** Removes a record for good (import conflicts, tests); normal deletes set status `deleted`. */

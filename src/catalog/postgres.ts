@@ -117,7 +117,7 @@ export class PostgresCatalog implements Catalog {
     return rows[0] ? toRecord(rows[0]) : undefined;
   }
 
-  async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean> {
+  async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[], ifWorker?: string | null): Promise<boolean> {
     const values: Record<string, unknown> = { ...patch, updated_at: patch.updated_at ?? new Date().toISOString() };
     const cols = CATALOG_COLUMNS.filter((c) => c !== 'id' && values[c] !== undefined);
     const params = cols.map((c) => values[c]);
@@ -126,6 +126,10 @@ export class PostgresCatalog implements Catalog {
     if (ifStatus) {
       sql += ` AND status = ANY($${params.length + 1})`;
       params.push(ifStatus);
+    }
+    if (ifWorker !== undefined) {
+      sql += ` AND worker IS NOT DISTINCT FROM $${params.length + 1}`;
+      params.push(ifWorker);
     }
     const r = await this.pool.query(sql, params);
     return (r.rowCount ?? 0) > 0;

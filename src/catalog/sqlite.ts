@@ -108,7 +108,7 @@ export class SqliteCatalog implements Catalog {
     return this.db.prepare(`${SELECT} WHERE b.id = ?`).get(id) as BackupRecord | undefined;
   }
 
-  async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[]): Promise<boolean> {
+  async update(id: string, patch: BackupPatch, ifStatus?: BackupStatus[], ifWorker?: string | null): Promise<boolean> {
     const values: Record<string, unknown> = { ...patch, updated_at: patch.updated_at ?? new Date().toISOString() };
     const cols = COLUMNS.filter((c) => c !== 'id' && values[c] !== undefined);
     let sql = `UPDATE backups SET ${cols.map((c) => `${c} = @${c}`).join(', ')} WHERE id = @__id`;
@@ -117,6 +117,7 @@ export class SqliteCatalog implements Catalog {
       sql += ` AND status IN (${ifStatus.map((_, i) => `@__s${i}`).join(',')})`;
       ifStatus.forEach((s, i) => (params[`__s${i}`] = s));
     }
+    if (ifWorker !== undefined) (sql += ' AND worker IS @__w', (params.__w = ifWorker));
     return this.db.prepare(sql).run(params).changes > 0;
   }
 

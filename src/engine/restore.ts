@@ -12,7 +12,7 @@ import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata
 import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
-import { THIS_PROCESS } from './processes.js';
+import { processAlive, THIS_PROCESS } from './processes.js';
 import { openOutput, streamOutput } from './restore-output.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
@@ -238,13 +238,45 @@ async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<Restore
   // While it is written somewhere the backup is `restoring`, and a delete is refused (unless
   // this process dies: then its record names a writer that is gone). Restores run side by side;
   // a backup in any other status is refused by the plan.
-  const holding = await o.catalog.update(o.backupId, { status: 'restoring', worker: THIS_PROCESS }, ['available']);
+  const holding = await joinRestorers(o.catalog, o.backupId);
   try {
     return await replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
   } finally {
-    if (holding && (!o.release || (await o.release()))) {
-      await o.catalog.update(o.backupId, { status: 'available', worker: null }, ['restoring']).catch(() => {});
+    if (holding && (!o.release || (await o.release()))) await leaveRestorers(o.catalog, o.backupId).catch(() => {});
+  }
+}
+
+/**
+ * Adds this process to the backup's restorers (`restoring`, every restorer named in `worker`),
+ * so that a delete waits for all of them. False when the backup is in no status to restore
+ * (the plan says why).
+ */
+async function joinRestorers(catalog: Catalog, id: string): Promise<boolean> {
+  for (;;) {
+    const rec = await catalog.get(id);
+    if (rec?.status === 'available') {
+      if (await catalog.update(id, { status: 'restoring', worker: THIS_PROCESS }, ['available'])) return true;
+    } else if (rec?.status === 'restoring') {
+      const others = (rec.worker ?? '').split(' ').filter((w) => w && processAlive(w));
+      if (await catalog.update(id, { worker: [...others, THIS_PROCESS].join(' ') }, ['restoring'], rec.worker)) return true;
+    } else {
+      return false;
     }
+  }
+}
+
+/**
+ * Takes a process (this one, or one that died) off the backup's restorers; the last one makes
+ * it `available` again.
+ */
+export async function leaveRestorers(catalog: Catalog, id: string, who = THIS_PROCESS): Promise<void> {
+  for (;;) {
+    const rec = await catalog.get(id);
+    const restorers = (rec?.worker ?? '').split(' ');
+    if (rec?.status !== 'restoring' || !restorers.includes(who)) return;
+    const others = restorers.filter((w) => w && w !== who && processAlive(w));
+    const patch = others.length ? { worker: others.join(' ') } : { status: 'available' as const, worker: null };
+    if (await catalog.update(id, patch, ['restoring'], rec.worker)) return;
   }
 }
 

@@ -10,6 +10,7 @@ import type { JobRecord } from '../catalog/jobs.js';
 import { rm } from 'node:fs/promises';
 import { locate, removeBackupObjects } from '../engine/repository.js';
 import { restoreTempPath } from '../engine/restore-output.js';
+import { leaveRestorers } from '../engine/restore.js';
 import type { Logger } from './log.js';
 
 const DELETE_ATTEMPTS = 3;
@@ -36,7 +37,7 @@ async function recover(catalog: Catalog, backend: Backend, job: JobRecord): Prom
     if (typeof job.params.target === 'string' && !job.params.to_existing) {
       await rm(restoreTempPath(job.params.target, `job-${job.id}`), { force: true });
     }
-    await catalog.update(rec.id, { status: 'available', worker: null }, ['restoring']);
+    if (job.worker) await leaveRestorers(catalog, rec.id, job.worker);
     return;
   }
   if (job.kind === 'delete') {

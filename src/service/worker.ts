@@ -8,6 +8,7 @@ import type { Backend } from '../backends/backend.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { JobOutcome, JobProgress, JobRecord } from '../catalog/jobs.js';
 import { THIS_PROCESS } from '../engine/processes.js';
+import { leaveRestorers } from '../engine/restore.js';
 import { renewedIfBroken, WorkerPool } from '../engine/worker-pool.js';
 import { CancelledError, ChunkvaultError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
@@ -116,7 +117,7 @@ export class JobWorker {
       try {
         if (job.kind === 'restore') {
           if ((await catalog.jobs.heartbeat(job.id, this.name, leaseMs)) === undefined) return false;
-          await catalog.update(job.backup_id, { status: 'available', worker: null }, ['restoring']);
+          await leaveRestorers(catalog, job.backup_id, this.name);
         }
         return await catalog.jobs.finish(job.id, this.name, status, outcome);
       } catch (err) {

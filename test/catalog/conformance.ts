@@ -47,6 +47,12 @@ export function catalogConformance(name: string, make: () => Promise<Catalog>): 
       assert.equal(rec.fail_reason, 'x');
       assert.ok(rec.updated_at);
       assert.equal(await c.update('missing', { status: 'error' }), false);
+      // ... and on the worker too, null included.
+      assert.equal(await c.update('b1', { worker: 'h:2' }, ['deleting'], 'h:1'), false);
+      assert.equal(await c.update('b1', { worker: 'h:1' }, ['deleting'], null), true);
+      assert.equal(await c.update('b1', { worker: 'h:1 h:2' }, ['deleting'], null), false);
+      assert.equal(await c.update('b1', { worker: 'h:1 h:2' }, ['deleting'], 'h:1'), true);
+      assert.equal((await c.get('b1'))!.worker, 'h:1 h:2');
     });
 
     it('lists with filters, oldest first, deleted hidden unless asked', async () => {

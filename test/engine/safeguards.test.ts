@@ -1,9 +1,12 @@
 /** What protects data around a restore or a delete: status while restoring, names that appear, sizes that change. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../../src/backends/backend.js';
 import { after, before, describe, it } from 'node:test';
 import type { BackupPatch, BackupStatus, Catalog, NewBackupRecord } from '../../src/catalog/catalog.js';
 import { locate } from '../../src/engine/repository.js';
@@ -55,6 +58,43 @@ describe('safeguards around restore and delete', () => {
     await repo.catalog.update(id, { status: 'restoring', worker: deadWriter() });
     await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id });
     assert.equal((await repo.catalog.get(id))!.status, 'deleted');
+  });
+
+  it('two restores of one backup at once: it stays `restoring` until the last ends, and a delete waits for both', async () => {
+    const v = mixedVolume(600 * 1024, 18);
+    const { id } = await repo.backup(repo.file('two-restorers.img', v), { volumeId: 'two-restorers' });
+    const fifo = path.join(repo.dir, 'two-restorers.pipe');
+    execFileSync('mkfifo', [fifo]);
+    let other: ChildProcess | undefined;
+    const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+    // While this process restores, another one starts restoring the same backup into a pipe
+    // nobody reads yet: it is still running when this restore ends.
+    const joining: Backend = Object.create(repo.backend, {
+      get: {
+        value: async (c: string, n: string, o?: object) => {
+          if (!other) {
+            other = spawn(process.execPath, [main, 'restore', id, fifo, '--repo', path.join(repo.dir, 'repo'), '--catalog', path.join(repo.dir, 'catalog.db')],
+              { stdio: ['ignore', 'ignore', 'pipe'] });
+            const them = `${hostname()}:${other.pid}`;
+            while (!(await repo.catalog.get(id))!.worker?.split(' ').includes(them)) await sleep(20);
+          }
+          return repo.backend.get(c, n, o);
+        },
+      },
+    });
+    await restoreBackup({ backend: joining, catalog: repo.catalog, backupId: id, target: path.join(repo.dir, 'two-restorers-out.img'), threads: 1 });
+    const them = `${hostname()}:${other!.pid}`;
+    const during = (await repo.catalog.get(id))!;
+    assert.equal(during.status, 'restoring', 'the other restore still runs');
+    assert.equal(during.worker, them);
+    await assert.rejects(deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id }),
+      (err: Error) => err instanceof ConflictError && err.message.includes(`is being restored (by ${them})`));
+    const exited = new Promise<number | null>((r) => other!.on('close', r));
+    assert.ok(readFileSync(fifo).equals(v), 'the other restore was not disturbed');
+    assert.equal(await exited, 0);
+    const after = (await repo.catalog.get(id))!;
+    assert.equal(after.status, 'available', 'the last restorer gave it back');
+    assert.equal(after.worker, null);
   });
 
   it('a restore into a new file leaves alone a file that appeared at its name meanwhile', async () => {

@@ -51,7 +51,7 @@ describe('reaping abandoned jobs', () => {
 
   it('a restore: its unfinished file is removed and the backup is available again', async () => {
     const r = await repo.backup(repo.file('b.img', pseudoRandom(100_000, 2)));
-    await catalog.update(r.id, { status: 'restoring' });
+    await catalog.update(r.id, { status: 'restoring', worker: 'gone:1' });
     const target = path.join(repo.dir, 'restored.img');
     const other = repo.file('other.img', Buffer.from('keep'));
     const id = randomUUID();
