@@ -4,7 +4,7 @@ import {
   CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
-import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
+import { BackendError, InvalidInputError, NotFoundError, TransientBackendError } from '../errors.js';
 import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
 import { classifyFailure, isTransientTransportError, md5, withDeadline } from './faults.js';
 
@@ -87,7 +87,7 @@ export class S3Backend implements Backend {
     const exists = await this.call('HEAD bucket', { container: bucket }, opts, (abortSignal) =>
       this.client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal }).then(() => true),
     ).catch((err) => {
-      if ((err as Error).name === 'NotFoundError') return false;
+      if (err instanceof NotFoundError) return false;
       throw err;
     });
     if (exists) return;
@@ -108,7 +108,7 @@ export class S3Backend implements Backend {
           StartAfter: token === undefined ? opts?.after : undefined,
         }), { abortSignal }),
       ).catch((err) => {
-        if ((err as Error).name === 'NotFoundError') return undefined; // no bucket: no objects
+        if (err instanceof NotFoundError) return undefined; // no bucket: no objects
         throw err;
       });
       if (!page) return;
@@ -146,7 +146,7 @@ export class S3Backend implements Backend {
     await this.call('DELETE', { container: bucket, object: key }, opts, (abortSignal) =>
       this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }),
     ).catch((err) => {
-      if ((err as Error).name !== 'NotFoundError') throw err;
+      if (!(err instanceof NotFoundError)) throw err;
     });
   }
 

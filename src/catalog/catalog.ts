@@ -5,7 +5,8 @@
 import { NotFoundError } from '../errors.js';
 import type { JobQueue } from './jobs.js';
 
-export type BackupStatus = 'creating' | 'available' | 'error' | 'deleting' | 'deleted' | 'restoring';
+export const BACKUP_STATUSES = ['creating', 'available', 'error', 'deleting', 'deleted', 'restoring'] as const;
+export type BackupStatus = (typeof BACKUP_STATUSES)[number];
 
 export interface BackupRecord {
   id: string;

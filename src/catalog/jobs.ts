@@ -4,10 +4,10 @@
  * runs out is reaped by whoever notices first. Jobs on one resource (a volume, a backup) run
  * one after another, in the order they were queued.
  */
-export type JobKind = 'backup' | 'restore' | 'delete';
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
-export const JOB_KINDS: readonly JobKind[] = ['backup', 'restore', 'delete'];
-export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+export const JOB_KINDS = ['backup', 'restore', 'delete'] as const;
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+export type JobStatus = (typeof JOB_STATUSES)[number];
 
 export interface JobProgress {
   bytes_done: number;

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { Command, CommanderError, Option } from 'commander';
 import { requireBackup } from '../catalog/catalog.js';
 import { COMPRESSION_CHOICES } from '../codecs/codec.js';
-import { runBackup } from '../engine/backup.js';
+import { DEFAULT_COMPRESSION, runBackup } from '../engine/backup.js';
 import { deleteBackup } from '../engine/delete.js';
 import { exportRecord, importRecord, rebuildCatalog } from '../engine/records.js';
 import { locate, readMetadata } from '../engine/repository.js';
@@ -94,7 +94,7 @@ program
   .argument('<source>', 'volume to read')
   .option('--incremental', 'store only blocks changed since the latest backup of the volume')
   .option('--parent <id>', 'explicit parent backup for an incremental backup')
-  .option('--compression <algorithm>', `compression: ${COMPRESSION_CHOICES.join(', ')} (any case)`, compressionOption, 'zstd')
+  .option('--compression <algorithm>', `compression: ${COMPRESSION_CHOICES.join(', ')} (any case)`, compressionOption, DEFAULT_COMPRESSION)
   .option('--chunk-size <bytes>', 'bytes per data object (default 8M)', sizeOption('--chunk-size'))
   .option('--sha-block-size <bytes>', 'bytes per SHA-256 block (default 32K, or the parent\'s)', sizeOption('--sha-block-size'))
   .option('--container <name>', 'container (posix: directory under the repository)')

@@ -163,7 +163,7 @@ export class ApiServer {
 
   private defineRoutes(rq: Requests): void {
     const { catalog, backend } = this.o;
-    const latestJob = async (id: string) => (await catalog.jobs.list({ backupId: id, limit: 1 }))[0];
+    const latestJob = async (id: string) => (await catalog.jobs.latestFor([id])).get(id);
     const view = async (id: string) => {
       const rec = await rq.record(id);
       return backupView(rec, await latestJob(id));

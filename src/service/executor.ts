@@ -99,9 +99,9 @@ export async function executeJob(
 export async function giveBackDelete(catalog: Catalog, job: JobRecord): Promise<void> {
   if (Number(job.params.attempt ?? 1) > 1) {
     await catalog.update(job.backup_id, {
-      status: 'error', fail_reason: 'delete cancelled after an earlier attempt had begun removing its objects: delete it again',
+      status: 'error', fail_reason: 'delete cancelled after an earlier attempt had begun removing its objects: delete it again', worker: null,
     }, ['deleting']);
   } else {
-    await catalog.update(job.backup_id, { status: job.params.previous_status === 'error' ? 'error' : 'available' }, ['deleting']);
+    await catalog.update(job.backup_id, { status: job.params.previous_status === 'error' ? 'error' : 'available', worker: null }, ['deleting']);
   }
 }

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
-import { PARENT_STATUSES, requireParent } from '../engine/backup.js';
+import { DEFAULT_COMPRESSION, PARENT_STATUSES, requireParent } from '../engine/backup.js';
 import { takeBackFromEndedRestorer } from '../engine/delete.js';
 import { giveBackDelete } from './executor.js';
 import type { JobRecord } from '../catalog/jobs.js';
@@ -56,7 +56,7 @@ export class Requests {
   async createBackup(body: CreateBackupBody): Promise<{ backup: BackupRecord; job: JobRecord }> {
     const volume = this.allow.check('volume', body.volume);
     const volumeId = body.volume_id ?? volumeIdForPath(canonicalSourcePath(volume));
-    const compression = writerLabel(body.compression ?? 'zstd');
+    const compression = writerLabel(body.compression ?? DEFAULT_COMPRESSION);
     if (body.parent_id) {
       await requireParent(this.catalog, this.backend, body.parent_id, volumeId);
     } else if (body.incremental) {

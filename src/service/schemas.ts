@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { COMPRESSION_CHOICES } from '../codecs/codec.js';
 import { IDENTIFIER } from '../format/naming.js';
 import { MAX_CHUNK_SIZE } from '../engine/backup.js';
+import { BACKUP_STATUSES } from '../catalog/catalog.js';
+import { JOB_KINDS, JOB_STATUSES } from '../catalog/jobs.js';
 
 const id = z.string().regex(IDENTIFIER, 'up to 64 letters, digits, dots, underscores or dashes, starting with a letter or digit');
 const text = z.string().max(4096).nullable().optional();
@@ -34,7 +36,6 @@ export const ImportBody = z.strictObject({
 
 const limit = z.string().regex(/^[0-9]{1,4}$/, 'expected a whole number from 1 to 1000').transform(Number)
   .pipe(z.number().int().min(1).max(1000));
-const BACKUP_STATUSES = ['creating', 'available', 'error', 'deleting', 'deleted', 'restoring'] as const;
 
 export const ListBackupsQuery = z.strictObject({
   status: z.enum(BACKUP_STATUSES).optional(),
@@ -45,8 +46,8 @@ export const ListBackupsQuery = z.strictObject({
 });
 
 export const ListJobsQuery = z.strictObject({
-  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
-  kind: z.enum(['backup', 'restore', 'delete']).optional(),
+  status: z.enum(JOB_STATUSES).optional(),
+  kind: z.enum(JOB_KINDS).optional(),
   backup_id: id.optional(),
   limit: limit.optional(),
 });
