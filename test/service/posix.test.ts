@@ -423,17 +423,23 @@ describe('service: catalog outage', () => {
   });
 });
 
+/** The service with its PostgreSQL catalog reached through a proxy that can hold back or cut off answers. */
+async function serviceBehindProxy(label: string, o: { workers: number; shutdownSeconds?: number }) {
+  const dir = path.join(tmp.dir, label);
+  mkdirSync(dir, { recursive: true });
+  const db = new URL(await freshDatabase());
+  const proxy = await startThrottleProxy({ host: db.hostname, port: Number(db.port) });
+  const viaProxy = new URL(db);
+  viaProxy.port = new URL(proxy.url).port;
+  const svc = await startService({ repo: path.join(dir, 'repo'), catalog: viaProxy.href, volumes: [`${dir}/**`], ...o });
+  return { svc, proxy, dir };
+}
+
 describe('service: a catalog that stops answering', () => {
   it('says unhealthy, serves metrics with chunkvault_catalog_up 0, and shuts down on SIGTERM', async () => {
-    const dir = path.join(tmp.dir, 'frozen');
-    mkdirSync(dir, { recursive: true });
-    const db = new URL(await freshDatabase());
-    // The database behind a proxy that can hold back every answer (a frozen server, a network
-    // that drops packets: connections stay open and nothing comes back).
-    const proxy = await startThrottleProxy({ host: db.hostname, port: Number(db.port) });
-    const viaProxy = new URL(db);
-    viaProxy.port = new URL(proxy.url).port;
-    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: viaProxy.href, volumes: [`${dir}/**`], workers: 0, shutdownSeconds: 2 });
+    // Every answer held back: a frozen server, or a network that drops packets (connections
+    // stay open and nothing comes back).
+    const { svc, proxy } = await serviceBehindProxy('frozen', { workers: 0, shutdownSeconds: 2 });
     try {
       assert.match((await svc.request('GET', '/metrics', undefined, null)).body, /^chunkvault_catalog_up 1$/m);
       proxy.delayMs = 3_600_000;
@@ -456,13 +462,7 @@ describe('service: a catalog that stops answering', () => {
 
 describe('service: a catalog that goes away while a job finishes', () => {
   it('records the outcome once it is back: a restore that finished is succeeded, its backup available', async () => {
-    const dir = path.join(tmp.dir, 'catalog-gone');
-    mkdirSync(dir, { recursive: true });
-    const db = new URL(await freshDatabase());
-    const proxy = await startThrottleProxy({ host: db.hostname, port: Number(db.port) });
-    const viaProxy = new URL(db);
-    viaProxy.port = new URL(proxy.url).port;
-    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: viaProxy.href, volumes: [`${dir}/**`], workers: 1 });
+    const { svc, proxy, dir } = await serviceBehindProxy('catalog-gone', { workers: 1 });
     try {
       const volume = pseudoRandom(3 * MiB, 41);
       writeFileSync(path.join(dir, 'v.img'), volume);
