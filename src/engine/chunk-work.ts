@@ -162,7 +162,8 @@ async function prepareZeroOutput(data: Uint8Array, label: string, space: Uint8Ar
   const algorithm = algorithmForLabel(label);
   const out = algorithm === null ? null : await storedZeros(algorithm, data.length);
   if (out === null) return { compression: 'none', data };
-  return { compression: label, data: space ? place(out, space) : out.slice() };
+  // A copy (Buffer#slice would be a view): the output is transferred to the caller, the cache keeps its own.
+  return { compression: label, data: space ? place(out, space) : new Uint8Array(out) };
 }
 
 /**
