@@ -81,8 +81,8 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
       if (!json && !quiet) process.stdout.write(text + '\n');
     },
     async close() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      // The signal handlers stay: a signal that lands after the work is done (while the catalog
+      // closes) must not kill the process, which would turn a finished command into a signal death.
       await catalog.close();
       await backend.close();
     },
