@@ -12,6 +12,7 @@ import { resolveChain, restoreBackup } from '../engine/restore.js';
 import { canonicalSourcePath, openSource, volumeIdForPath } from '../engine/source.js';
 import { MAX_THREADS } from '../engine/worker-pool.js';
 import { ChunkvaultError, InvalidInputError } from '../errors.js';
+import { snakeCaseKeys } from '../format/snake-case.js';
 import { cancellation, openContext, type Context, type GlobalOptions } from './context.js';
 import { formatBytes, formatRate, parseSize, table } from './output.js';
 
@@ -74,7 +75,7 @@ async function withProgress<T>(ctx: Context, fn: (progress: ReturnType<Context['
 }
 
 function print(ctx: Context, value: unknown, human: string, stream: NodeJS.WritableStream = process.stdout): void {
-  if (ctx.json) stream.write(JSON.stringify(value, null, 2) + '\n');
+  if (ctx.json) stream.write(JSON.stringify(snakeCaseKeys(value), null, 2) + '\n');
   else if (!ctx.quiet) stream.write(human + '\n');
 }
 

@@ -12,6 +12,7 @@ import { restoreBackup } from '../engine/restore.js';
 import { openSource } from '../engine/source.js';
 import type { WorkerPool } from '../engine/worker-pool.js';
 import { ConflictError, InvalidInputError } from '../errors.js';
+import { snakeCaseKeys } from '../format/snake-case.js';
 import type { AllowList } from './allow-list.js';
 import type { BackupJobParams, RestoreJobParams } from './requests.js';
 
@@ -55,7 +56,7 @@ export async function executeJob(
           chunkSize: p.chunk_size, container: p.container, name: p.name, description: p.description, signal, pool,
           ...progress,
         });
-        return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
+        return { result: snakeCaseKeys(r), bytes: r.bytes, seconds: r.seconds, retries: r.retries };
       } finally {
         await source.close();
       }
@@ -77,13 +78,13 @@ export async function executeJob(
       backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
       tempTag: `job-${job.id}`, release: deps.holds, ...progress,
     });
-    return { result: { ...r }, bytes: r.bytes, seconds: r.seconds, retries: r.retries };
+    return { result: snakeCaseKeys(r), bytes: r.bytes, seconds: r.seconds, retries: r.retries };
   }
   const started = Date.now();
   try {
     signal.throwIfAborted();
     const r = await deleteBackup({ backend, catalog, backupId: job.backup_id, signal });
-    return { result: { ...r }, bytes: 0, seconds: (Date.now() - started) / 1000, retries: r.retries };
+    return { result: snakeCaseKeys(r), bytes: 0, seconds: (Date.now() - started) / 1000, retries: r.retries };
   } catch (err) {
     // Refused (an incremental now depends on it, ...) or cancelled before it began: nothing was
     // removed, and the backup is given back (removals that began leave it `error` themselves).

@@ -149,8 +149,8 @@ describe('swift with Keystone v3', () => {
       const full = cv('backup', vol, '--chunk-size', '1M');
       writeFileSync(vol, v2);
       const incr = cv('backup', vol, '--incremental', '--chunk-size', '1M');
-      assert.equal(incr.parentId, full.id);
-      assert.ok(incr.storedBytes < v2.length / 4, `the incremental stored ${incr.storedBytes} bytes`);
+      assert.equal(incr.parent_id, full.id);
+      assert.ok(incr.stored_bytes < v2.length / 4, `the incremental stored ${incr.stored_bytes} bytes`);
       const out = path.join(tmp.dir, 'restored.img');
       cv('restore', incr.id, out);
       assert.equal(readFileSync(out).compare(v2), 0);

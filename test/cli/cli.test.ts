@@ -10,6 +10,13 @@ import { after, describe, it } from 'node:test';
 import { scratch } from '../support/cinder-fixtures.js';
 import { mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
 
+/** Every key, at any depth, that is not snake_case. */
+function camelCaseKeys(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap(camelCaseKeys);
+  if (value === null || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([k, v]) => [...(/[A-Z]/.test(k) ? [k] : []), ...camelCaseKeys(v)]);
+}
+
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
 describe('chunkvault CLI', () => {
@@ -23,7 +30,9 @@ describe('chunkvault CLI', () => {
   const json = (...args: string[]) => {
     const r = cv(...args, '--json');
     assert.equal(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout);
+    const value = JSON.parse(r.stdout);
+    assert.deepEqual(camelCaseKeys(value), [], `${args[0]} --json names fields in snake_case`);
+    return value;
   };
   const file = (name: string, data: Buffer) => {
     const p = path.join(tmp.dir, name);
@@ -55,12 +64,12 @@ describe('chunkvault CLI', () => {
     const incr = json('backup', vol, '--incremental', '--chunk-size', '128K');
     assert.equal(full.kind, 'full');
     assert.equal(incr.kind, 'incremental');
-    assert.equal(incr.volumeId, full.volumeId);
-    assert.equal(incr.parentId, full.id);
+    assert.equal(incr.volume_id, full.volume_id);
+    assert.equal(incr.parent_id, full.id);
     assert.equal(incr.bytes, v2.length);
     fullId = full.id;
     incrId = incr.id;
-    volumeId = full.volumeId;
+    volumeId = full.volume_id;
   });
 
   it('lists and shows backups', () => {
@@ -103,8 +112,8 @@ describe('chunkvault CLI', () => {
 
   it('an explicit parent names the volume: a copy of the image elsewhere continues its chain', () => {
     const r = json('backup', file('copy-of-disk.img', v2), '--parent', incrId, '--chunk-size', '128K');
-    assert.equal(r.volumeId, volumeId);
-    assert.equal(r.parentId, incrId);
+    assert.equal(r.volume_id, volumeId);
+    assert.equal(r.parent_id, incrId);
     assert.equal(r.objects, 0, 'nothing changed');
     assert.equal(json('delete', r.id).id, r.id);
   });

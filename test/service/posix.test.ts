@@ -307,6 +307,9 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
     const done = await svc.until(`/v1/jobs/${job}`, (b) => !['queued', 'running'].includes(b.job.status));
     assert.equal(done.job.status, 'succeeded', done.job.error);
     assert.ok(existsSync(target));
+    // Results name their fields as records do.
+    assert.deepEqual(Object.keys(done.job.result).filter((k) => /[A-Z]/.test(k)), []);
+    assert.equal(done.job.result.objects_read, imported.body.backup.object_count);
   });
 
   it('publishes Prometheus metrics and an OpenAPI document that match what it serves', async () => {
