@@ -37,6 +37,21 @@ export async function takeBackFromEndedRestorer(catalog: Catalog, rec: BackupRec
 }
 
 /**
+ * Why a backup with dependents cannot be deleted, naming them and their status (a failed
+ * incremental counts too, as in Cinder: it must be deleted first).
+ */
+export async function dependentsConflict(catalog: Catalog, rec: BackupRecord): Promise<ConflictError> {
+  // An incremental always carries its parent's volume id.
+  const children = (await catalog.list({ volumeId: rec.volume_id })).filter((c) => c.parent_id === rec.id);
+  const named = children.slice(0, 5).map((c) => `${c.id} (${c.status})`).join(', ') + (children.length > 5 ? ', ...' : '');
+  const n = Math.max(children.length, rec.num_dependent_backups);
+  return new ConflictError(
+    `backup ${rec.id} has ${n} dependent incremental backup${n === 1 ? '' : 's'}${named ? `: ${named}` : ''}; delete ${n === 1 ? 'it' : 'those'} first`,
+    { backupId: rec.id },
+  );
+}
+
+/**
  * Deletes a backup as Cinder does, with its safeguards: refused while incrementals depend
  * on it; a backup still being written is cancelled (its writer sees `deleting`, stops and
  * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
@@ -49,12 +64,7 @@ export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
 
 async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries'>> {
   let rec = await requireBackup(o.catalog, o.backupId);
-  if (rec.num_dependent_backups > 0) {
-    throw new ConflictError(
-      `backup ${rec.id} has ${rec.num_dependent_backups} dependent incremental backup(s); delete those first`,
-      { backupId: rec.id },
-    );
-  }
+  if (rec.num_dependent_backups > 0) throw await dependentsConflict(o.catalog, rec);
   if (rec.repository !== o.backend.url) {
     throw new InvalidInputError(`backup ${rec.id} lives in ${rec.repository}, not in ${o.backend.url} (use --repo)`, { backupId: rec.id });
   }
@@ -77,7 +87,7 @@ async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries
     const now = await requireBackup(o.catalog, rec.id);
     if (now.num_dependent_backups > 0) {
       if (rec.status !== 'deleting') await o.catalog.update(rec.id, { status: rec.status, worker: null }, ['deleting']);
-      throw new ConflictError(`backup ${rec.id} has ${now.num_dependent_backups} dependent incremental backup(s); delete those first`, { backupId: rec.id });
+      throw await dependentsConflict(o.catalog, now);
     }
   }
   // A backup that failed before it wrote anything has no prefix, and nothing to remove.

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { DEFAULT_COMPRESSION, PARENT_STATUSES, requireParent } from '../engine/backup.js';
-import { takeBackFromEndedRestorer } from '../engine/delete.js';
+import { dependentsConflict, takeBackFromEndedRestorer } from '../engine/delete.js';
 import { giveBackDelete } from './executor.js';
 import type { JobRecord } from '../catalog/jobs.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
@@ -115,9 +115,7 @@ export class Requests {
    */
   async delete(id: string): Promise<{ backup: BackupRecord; job: JobRecord | null }> {
     let rec = await this.record(id);
-    if (rec.num_dependent_backups > 0) {
-      throw new ConflictError(`backup ${id} has ${rec.num_dependent_backups} dependent incremental backup(s); delete those first`);
-    }
+    if (rec.num_dependent_backups > 0) throw await dependentsConflict(this.catalog, rec);
     if (rec.status === 'creating') {
       const [writer] = await this.catalog.jobs.list({ backupId: id, kind: 'backup', limit: 1 });
       const cancelled = writer ? await this.catalog.jobs.cancel(writer.id) : undefined;

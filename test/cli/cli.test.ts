@@ -150,7 +150,7 @@ describe('chunkvault CLI', () => {
     const missing = cv('--json', 'restore', 'nope', path.join(tmp.dir, 'x.img'));
     assert.equal(missing.status, 4);
     assert.deepEqual(JSON.parse(missing.stdout), { error: { code: 4, kind: 'NotFoundError', message: 'backup nope is not in the catalog' } });
-    failsCleanly(cv('delete', fullId), 5, /has 1 dependent incremental backup/);
+    failsCleanly(cv('delete', fullId), 5, new RegExp(`has 1 dependent incremental backup: ${incrId} \\(available\\); delete it first`));
     failsCleanly(cv('restore', fullId, '-', '--to-existing'), 2, /--to-existing and --force name a file or device/);
     const onTty = onTerminal('restore', fullId, '-');
     assert.equal(onTty.status, 2, onTty.stdout);

@@ -170,8 +170,13 @@ describe('cancellation, failures and delete', () => {
     const full = await repo.backup(f, { volumeId: 'dep' });
     const incr = await repo.backup(f, { volumeId: 'dep', incremental: true });
     await assert.rejects(deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: full.id }), (err: Error) =>
-      err instanceof ConflictError && /has 1 dependent incremental backup/.test(err.message));
+      err instanceof ConflictError && err.message.includes(`has 1 dependent incremental backup: ${incr.id} (available); delete it first`));
     assert.equal((await repo.catalog.get(full.id))!.status, 'available');
+    // A failed incremental still depends on it (as in Cinder); the refusal says which, and why it counts.
+    await repo.catalog.update(incr.id, { status: 'error' });
+    await assert.rejects(deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: full.id }), (err: Error) =>
+      err instanceof ConflictError && err.message.includes(`: ${incr.id} (error); delete it first`));
+    await repo.catalog.update(incr.id, { status: 'available' });
 
     const order: string[] = [];
     const recording: Backend = Object.create(repo.backend, {
