@@ -14,6 +14,21 @@ function throwIfAborted(signal?: AbortSignal): void {
 }
 
 /**
+ * Why a recursive mkdir of `dir` failed: Node reports ENOENT for whatever stopped it below the
+ * deepest existing directory (a read-only filesystem, a permission); one plain mkdir there
+ * gives the real reason.
+ */
+async function mkdirCause(dir: string, err: NodeJS.ErrnoException): Promise<Error> {
+  let missing = dir;
+  while (path.dirname(missing) !== missing) {
+    const exists = await fsp.stat(path.dirname(missing)).then(() => true, () => false);
+    if (exists) break;
+    missing = path.dirname(missing);
+  }
+  return fsp.mkdir(missing).then(() => err, (cause: Error) => cause);
+}
+
+/**
  * A repository in a POSIX directory, laid out as Cinder's posix driver does: a container
  * is a sub-directory of the root (it may contain '/'), an object is a file. Writes go to a
  * temporary name, are fsynced and renamed; flush() fsyncs the directories.
@@ -44,7 +59,9 @@ export class PosixBackend implements Backend {
 
   /** mkdir -p that remembers the directories whose entries it changed, for flush() to fsync. */
   private async makeDirectories(dir: string): Promise<void> {
-    const first = await fsp.mkdir(dir, { recursive: true });
+    const first = await fsp.mkdir(dir, { recursive: true }).catch(async (err: NodeJS.ErrnoException) => {
+      throw err.code === 'ENOENT' ? await mkdirCause(dir, err) : err;
+    });
     if (first === undefined) return;
     for (let d = dir; ; d = path.dirname(d)) {
       this.dirty.add(path.dirname(d));

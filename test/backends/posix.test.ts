@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { PosixBackend } from '../../src/backends/posix.js';
+import { BackendError } from '../../src/errors.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { uniqueName } from '../support/swift-server.js';
 import { backendConformance } from './conformance.js';
@@ -16,6 +18,21 @@ backendConformance({
   make: () => new PosixBackend(root),
   paged: () => new PosixBackend(root),
   fresh: (label) => `c1/${uniqueName(label)}`,
+});
+
+describe('posix errors', () => {
+  it('a read-only repository is named as such, not as a missing directory', async (t) => {
+    // A real read-only filesystem (the suite runs as root, as it installs its servers).
+    const ro = path.join(tmp.dir, 'read-only');
+    fs.mkdirSync(ro);
+    const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,ro', 'tmpfs', ro], { encoding: 'utf8' });
+    assert.equal(mount.status, 0, `mounting a read-only tmpfs for this test needs root: ${mount.stderr}`);
+    t.after(() => spawnSync('umount', [ro]));
+    const b = new PosixBackend(path.join(ro, 'repo'));
+    await assert.rejects(b.ensureContainer('a/b'), (err: Error) =>
+      err instanceof BackendError && err.message.includes(`cannot create container directory ${ro}/repo/a/b: EROFS: read-only file system, mkdir '${ro}/repo'`));
+    await assert.rejects(b.put('c', 'd/e', Buffer.from('x')), (err: Error) => err instanceof BackendError && /EROFS/.test(err.message));
+  });
 });
 
 describe('posix durability', () => {
