@@ -92,8 +92,9 @@ export interface JobQueue {
   /**
    * Takes the oldest queued job whose resource has neither a running job nor an older queued
    * one, marks it running for `worker` with a lease of `leaseMs`. Safe between processes.
+   * Once `signal` aborts, a claim not yet being committed is abandoned (CancelledError).
    */
-  claim(worker: string, leaseMs: number): Promise<JobRecord | undefined>;
+  claim(worker: string, leaseMs: number, signal?: AbortSignal): Promise<JobRecord | undefined>;
   /**
    * Renews the lease (and records progress). Undefined when `worker` no longer holds the
    * job (it was reaped); otherwise whether a cancel was requested.

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ConflictError } from '../errors.js';
+import { CancelledError, ConflictError } from '../errors.js';
 import {
   CLAIMABLE_WHERE, JOB_STATS_SQL, LEASE_EXPIRED_ERROR, jobFromRow, statsFromRows, type JobFilter, type JobOutcome,
   type JobProgress, type JobQueue, type JobRecord, type JobStats, type NewJob,
@@ -51,9 +51,22 @@ export class PostgresJobQueue implements JobQueue {
     return new Map(rows.map((r) => [r.backup_id as string, jobFromRow(r)]));
   }
 
-  async claim(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
+  async claim(worker: string, leaseMs: number, signal?: AbortSignal): Promise<JobRecord | undefined> {
     const client = await this.pool.connect();
+    // A claim its worker gave up on (it is stopping) does not wait on a server that may have
+    // stopped answering: its connection is cut, the statement in flight fails at once, and the
+    // server rolls the transaction back. Not once COMMIT is sent: the job may be taken by then,
+    // and a job taken by a worker that is gone would fail at the end of its lease.
+    const abandoned = () => new CancelledError('claim abandoned: the worker is stopping');
+    let cut = false;
+    const cutOff = () => {
+      cut = true;
+      client.release(abandoned());
+    };
+    if (signal?.aborted) cutOff();
+    else signal?.addEventListener('abort', cutOff, { once: true });
     try {
+      if (cut) throw abandoned();
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [CLAIM_LOCK]);
       const now = new Date();
@@ -64,13 +77,17 @@ export class PostgresJobQueue implements JobQueue {
          RETURNING *`,
         [worker, now.getTime() + leaseMs, now.toISOString()],
       );
+      signal?.removeEventListener('abort', cutOff);
+      if (cut) throw abandoned();
       await client.query('COMMIT');
       return rows[0] ? jobFromRow(rows[0]) : undefined;
     } catch (err) {
+      if (cut) throw abandoned();
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
-      client.release();
+      signal?.removeEventListener('abort', cutOff);
+      if (!cut) client.release();
     }
   }
 

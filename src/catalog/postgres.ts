@@ -1,3 +1,4 @@
+import * as net from 'node:net';
 import pg from 'pg';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { BackupFilter, BackupPatch, BackupRecord, BackupStatus, Catalog, NewBackupRecord } from './catalog.js';
@@ -60,16 +61,24 @@ function toRecord(row: Record<string, unknown>): BackupRecord {
 export class PostgresCatalog implements Catalog {
   readonly jobs: PostgresJobQueue;
 
-  private constructor(private readonly pool: pg.Pool) {
+  private constructor(private readonly pool: pg.Pool, private readonly sockets: Set<net.Socket>) {
     this.jobs = new PostgresJobQueue(pool);
   }
 
   static async open(connectionString: string): Promise<PostgresCatalog> {
     // A server that stops answering (frozen, or a network that drops packets) fails calls
     // instead of hanging them: connecting gives up after 10 s, a query after 30 s.
-    const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 10_000, query_timeout: 30_000, keepAlive: true });
+    // The catalog keeps its connections' sockets so that closing it can cut them (see close).
+    const sockets = new Set<net.Socket>();
+    const stream = () => {
+      const socket = new net.Socket();
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      return socket;
+    };
+    const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 10_000, query_timeout: 30_000, keepAlive: true, stream });
     pool.on('error', () => {}); // an idle client's connection loss surfaces on the next query
-    const catalog = new PostgresCatalog(pool);
+    const catalog = new PostgresCatalog(pool, sockets);
     await catalog.migrate();
     return catalog;
   }
@@ -161,7 +170,14 @@ export class PostgresCatalog implements Catalog {
     await this.pool.query('DELETE FROM backups WHERE id = $1', [id]);
   }
 
+  /**
+   * Idle connections say goodbye; whatever is still in flight (a query, a connect) fails at
+   * once rather than waiting for a server that may have stopped answering: its connection is
+   * cut, and the server rolls back any transaction it had open.
+   */
   async close(): Promise<void> {
-    await this.pool.end();
+    const ended = this.pool.end();
+    for (const socket of this.sockets) socket.destroy();
+    await ended;
   }
 }

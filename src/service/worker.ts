@@ -12,6 +12,7 @@ import { leaveRestorers } from '../engine/restore.js';
 import { renewedIfBroken, WorkerPool } from '../engine/worker-pool.js';
 import { CancelledError, ChunkvaultError } from '../errors.js';
 import type { AllowList } from './allow-list.js';
+import { within } from './deadline.js';
 import { executeJob } from './executor.js';
 import type { Logger } from './log.js';
 import { reapAbandonedJobs } from './reaper.js';
@@ -32,12 +33,20 @@ export interface WorkerOptions {
   name?: string;
 }
 
+/** The job a worker runs: `done` settles once it has ended and its outcome was recorded (or given up on). */
+interface Current {
+  job: JobRecord;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
 export class JobWorker {
   readonly name: string;
   private stopping = false;
   private readonly wake = new AbortController();
-  private current: { job: JobRecord; abort: AbortController; done: Promise<void> } | undefined;
+  private current: Current | undefined;
   private loop: Promise<void> | undefined;
+  private claiming: Promise<Current | undefined> | undefined;
   private pool: WorkerPool;
   private lastReap = 0;
 
@@ -51,12 +60,17 @@ export class JobWorker {
   }
 
   /**
-   * Stops claiming; lets the running job finish for up to `timeoutMs`, then cancels it.
-   * False when the cancelled job did not stop either (it is left to its lease).
+   * Stops claiming (a claim in flight is abandoned unless it is being committed); lets the
+   * running job finish for up to `timeoutMs`, then cancels it. An idle worker waits at most
+   * `timeoutMs` for a catalog that stopped answering. False when the cancelled job did not
+   * stop either (it is left to its lease).
    */
   async stop(timeoutMs: number): Promise<boolean> {
     this.stopping = true;
-    this.wake.abort();
+    this.wake.abort(); // ends an idle wait, and abandons a claim not yet being committed
+    // A claim being committed as the stop began may bring a job: it is handled like one already running.
+    // (A claim that fails or was abandoned is the loop's to log.)
+    await within((this.claiming ?? Promise.resolve()).catch(() => {}), timeoutMs, undefined);
     const cur = this.current;
     if (cur) {
       const timer = new AbortController();
@@ -83,7 +97,11 @@ export class JobWorker {
         }
       }
     }
-    await this.loop;
+    // Idle, the loop has nothing left to wait for but a catalog call (a reap) in a catalog that
+    // may have stopped answering: it gets the same time as a job, then is left behind.
+    if ((await within((this.loop ?? Promise.resolve()).then(() => true), timeoutMs, false)) === false) {
+      this.o.log.warn('shutdown deadline reached: leaving a catalog call that has not answered');
+    }
     await this.pool.close();
     return true;
   }
@@ -93,13 +111,18 @@ export class JobWorker {
     while (!this.stopping) {
       try {
         await this.reapIfDue();
-        const job = await this.o.catalog.jobs.claim(this.name, this.o.leaseMs);
-        if (job) {
-          await this.execute(job);
+        // The job, if any, is this worker's current one as soon as the claim settles (see stop).
+        this.claiming = this.o.catalog.jobs.claim(this.name, this.o.leaseMs, this.wake.signal).then((job) => job && this.execute(job));
+        const current = await this.claiming;
+        if (current) {
+          await current.done;
+          this.current = undefined;
           continue;
         }
       } catch (err) {
-        this.o.log.error({ err: (err as Error).message }, 'worker loop error');
+        if (!this.stopping) this.o.log.error({ err: (err as Error).message }, 'worker loop error');
+      } finally {
+        this.claiming = undefined;
       }
       await sleep(idle, undefined, { signal: this.wake.signal }).catch(() => {});
     }
@@ -137,7 +160,8 @@ export class JobWorker {
     await reapAbandonedJobs(this.o.catalog, this.o.backend, this.o.log);
   }
 
-  private async execute(job: JobRecord): Promise<void> {
+  /** Starts `job` as this worker's current one. */
+  private execute(job: JobRecord): Current {
     const { catalog, log, leaseMs } = this.o;
     const abort = new AbortController();
     let latest: JobProgress | undefined;
@@ -176,7 +200,6 @@ export class JobWorker {
       log.info({ job: job.id, kind: job.kind, backup: job.backup_id, status, error: outcome.error, seconds: (Date.now() - started) / 1000, recorded: kept }, 'job ended');
     })();
     this.current = { job, abort, done };
-    await done;
-    this.current = undefined;
+    return this.current;
   }
 }
