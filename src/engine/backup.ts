@@ -71,6 +71,11 @@ export interface BackupOptions extends ProgressOptions {
   recordExists?: boolean;
   /** How often the writer looks for a `deleting` status set by another process. */
   cancelPollMs?: number;
+  /**
+   * Called at the last look before the commit point: a cancel the caller has not noticed yet
+   * (it aborts `signal` from here) stops the backup there instead of after it was committed.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 export interface BackupResult {
@@ -312,6 +317,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     // The last look before the commit point: a backup given up elsewhere must not appear complete.
     const gone = await takenAway();
     if (gone) throw gone;
+    await o.beforeCommit?.();
+    signal.throwIfAborted();
     written.push(metadataObjectName(prefix));
     await o.backend.put(container, metadataObjectName(prefix), encodeMetadata({
       ...sha, parentId: parent?.id ?? null, objects: result.entries, volumeMeta: null,

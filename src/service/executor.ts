@@ -23,6 +23,8 @@ export interface ExecutorDeps {
   pool: WorkerPool;
   /** Whether this worker still holds the job (a worker given up for dead must not touch the backup). */
   holds?: () => Promise<boolean>;
+  /** Looks for a cancel just before a backup's commit point (it aborts the job's signal). */
+  beforeCommit?: () => Promise<void>;
 }
 
 export function progressOf(e: ProgressEvent): JobProgress {
@@ -54,7 +56,7 @@ export async function executeJob(
           backend, catalog, source, volumeId: p.volume_id, backupId: job.backup_id, recordExists: true,
           incremental: p.incremental, parentId: p.parent_id ?? undefined, compression: p.compression,
           chunkSize: p.chunk_size, container: p.container, name: p.name, description: p.description, signal, pool,
-          ...progress,
+          beforeCommit: deps.beforeCommit, ...progress,
         });
         return { result: snakeCaseKeys(r), bytes: r.bytes, seconds: r.seconds, retries: r.retries };
       } finally {

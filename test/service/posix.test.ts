@@ -403,6 +403,39 @@ describe('service: graceful shutdown', () => {
   });
 });
 
+describe('service: a cancel between two heartbeats of a running backup', () => {
+  it('stops it before its commit point: the job ends cancelled, the backup error, nothing left in the repository', async () => {
+    const dir = path.join(tmp.dir, 'cancel-between-beats');
+    mkdirSync(dir, { recursive: true });
+    // A long lease: heartbeats (the worker's regular look at the job) come 2 s apart, and the
+    // backup below is done well within that once its data arrives.
+    const svc = await startService({ repo: path.join(dir, 'repo'), catalog: path.join(dir, 'c.db'), volumes: [`${dir}/**`], workers: 1, leaseSeconds: 60 });
+    const catalog = await openCatalog(path.join(dir, 'c.db'));
+    const backend = await openBackend(path.join(dir, 'repo'));
+    try {
+      const fifo = await fifoVolume(dir, 'short.img');
+      const created = (await svc.request('POST', '/v1/backups', { volume: fifo.path, volume_id: 'vol-short' })).body.backup;
+      const writer = await fifo.open; // the job runs: its worker opened the volume
+      const cancel = await svc.request('POST', `/v1/jobs/${created.job_id}/cancel`);
+      assert.equal(cancel.status, 202);
+      assert.equal(cancel.body.job.status, 'running', 'a running job is asked to stop');
+      assert.equal(cancel.body.job.cancel_requested, true);
+      await writer.write(pseudoRandom(MiB, 9));
+      await writer.close();
+      const ended = (await svc.until(`/v1/jobs/${created.job_id}`, (b) => b.job.status !== 'running')).job;
+      assert.equal(ended.status, 'cancelled', JSON.stringify(ended));
+      assert.match(ended.error, /was cancelled/);
+      const rec = (await svc.request('GET', `/v1/backups/${created.id}`)).body.backup;
+      assert.equal(rec.status, 'error', JSON.stringify(rec));
+      assert.deepEqual(await objectsUnder(backend, catalog, created.id), [], 'no committed (or partial) backup is left');
+    } finally {
+      await svc.stop();
+      await catalog.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('service: catalog outage', () => {
   it('still serves its own metrics, with chunkvault_catalog_up 0, and says unhealthy', async () => {
     const dir = path.join(tmp.dir, 'outage');
