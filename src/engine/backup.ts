@@ -101,6 +101,21 @@ function positiveInt(v: number, what: string): number {
   return v;
 }
 
+/**
+ * A chunk size a backup with sha blocks of `shaBlockSize` can use: whole blocks (Cinder hashes
+ * each chunk block by block), one object and one read under 2 GiB. `name` is the caller's
+ * spelling of it (an option, a request field).
+ */
+export function checkChunkSize(chunkSize: number, shaBlockSize: number, name = 'chunk size'): void {
+  positiveInt(chunkSize, name);
+  if (chunkSize > MAX_CHUNK_SIZE) {
+    throw new InvalidInputError(`${name} ${chunkSize} is too large: at most ${MAX_CHUNK_SIZE} bytes (2 GiB - 1; Cinder's largest default is 1999994880)`);
+  }
+  if (chunkSize % shaBlockSize) {
+    throw new InvalidInputError(`${name} ${chunkSize} is not a multiple of the sha block size ${shaBlockSize} (Cinder requires it to hash whole blocks)`);
+  }
+}
+
 /** Complete backups an incremental may build on (one being restored is only being read). */
 export const PARENT_STATUSES: BackupStatus[] = ['available', 'restoring'];
 
@@ -198,13 +213,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const parentSha = parentLoc ? await readSha256File(o.backend, parentLoc, { signal: o.signal }) : undefined;
   if (parent) await requireCommittedChain(o, parent);
   const shaBlockSize = positiveInt(o.shaBlockSize ?? parentSha?.blockSize ?? DEFAULT_SHA_BLOCK_SIZE, 'sha block size');
-  const chunkSize = positiveInt(o.chunkSize ?? DEFAULT_CHUNK_SIZE, 'chunk size');
-  if (chunkSize > MAX_CHUNK_SIZE) {
-    throw new InvalidInputError(`chunk size ${chunkSize} is too large: at most ${MAX_CHUNK_SIZE} bytes (2 GiB - 1; Cinder's largest default is 1999994880)`);
-  }
-  if (chunkSize % shaBlockSize) {
-    throw new InvalidInputError(`chunk size ${chunkSize} is not a multiple of the sha block size ${shaBlockSize} (Cinder requires it to hash whole blocks)`);
-  }
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  checkChunkSize(chunkSize, shaBlockSize);
   if (parentSha && parentSha.blockSize !== shaBlockSize) {
     throw new InvalidInputError(
       `Hash block size has changed since the last backup. New hash block size: ${shaBlockSize}. Old hash block size: ${parentSha.blockSize}. Do a full backup.`,

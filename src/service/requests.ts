@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
-import { DEFAULT_COMPRESSION, PARENT_STATUSES, requireParent } from '../engine/backup.js';
+import { checkChunkSize, DEFAULT_COMPRESSION, DEFAULT_SHA_BLOCK_SIZE, PARENT_STATUSES, requireParent } from '../engine/backup.js';
 import { dependentsConflict, takeBackFromEndedRestorer } from '../engine/delete.js';
 import { giveBackDelete } from './executor.js';
 import type { JobRecord } from '../catalog/jobs.js';
@@ -57,8 +57,10 @@ export class Requests {
     const volume = this.allow.check('volume', body.volume);
     const volumeId = body.volume_id ?? volumeIdForPath(canonicalSourcePath(volume));
     const compression = writerLabel(body.compression ?? DEFAULT_COMPRESSION);
+    // An incremental keeps its parent's sha block size (a parent not yet written uses the default).
+    let shaBlockSize = DEFAULT_SHA_BLOCK_SIZE;
     if (body.parent_id) {
-      await requireParent(this.catalog, this.backend, body.parent_id, volumeId);
+      shaBlockSize = (await requireParent(this.catalog, this.backend, body.parent_id, volumeId)).sha_block_size ?? shaBlockSize;
     } else if (body.incremental) {
       // The parent is chosen when the job runs: a full backup still queued counts.
       const base = (await this.catalog.list({ volumeId, repository: this.backend.url }))
@@ -66,7 +68,10 @@ export class Requests {
       if (!base.length) {
         throw new InvalidInputError(`no backup of volume ${volumeId} to base an incremental backup on; make a full backup first`);
       }
+      shaBlockSize = base.at(-1)!.sha_block_size ?? shaBlockSize;
     }
+    // Refused here, as the command line refuses it, rather than by the job once it runs.
+    if (body.chunk_size !== undefined) checkChunkSize(body.chunk_size, shaBlockSize, 'chunk_size');
     const id = randomUUID();
     const container = body.container ?? this.backend.defaultContainer ?? defaultContainer(this.backend.kind, id);
     const now = new Date().toISOString();

@@ -249,6 +249,9 @@ describe('service: posix repository, PostgreSQL catalog, two workers', () => {
       ['GET', '/v1/nothing', undefined, svc.admin, 404, /no such resource/],
       ['PUT', '/v1/backups', { volume: file }, svc.admin, 405, /not allowed/],
       ['POST', '/v1/jobs/nope/cancel', undefined, svc.admin, 404, /does not exist/],
+      // Refused as the command line refuses --chunk-size 100000, not by the job once it runs.
+      ['POST', '/v1/backups', { volume: file, chunk_size: 100_000 }, svc.admin, 400, /chunk_size 100000 is not a multiple of the sha block size 32768 \(Cinder requires it to hash whole blocks\)/],
+      ['POST', '/v1/backups', { volume: file, volume_id: 'vol-bad', parent_id: parent, chunk_size: 40_960 }, svc.admin, 400, /chunk_size 40960 is not a multiple of the sha block size 32768/],
       ['POST', '/v1/backups', { volume: file }, null, 401, /bearer token is required/],
       ['POST', '/v1/backups', { volume: file }, 'not-a-token-at-all-0000', 401, /bearer token is required/],
       ['GET', '/v1/backups', undefined, `${svc.admin}x`, 401, /bearer token/],
