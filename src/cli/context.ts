@@ -50,15 +50,19 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
   const catalog = await openCatalog(named ?? defaultCatalogPath(), { createDirectory: named === undefined });
   const controller = new AbortController();
   let signals = 0;
+  // Set once the command's work has ended (it is closing): a signal then cancels nothing.
+  let ended = false;
   const onSignal = (sig: NodeJS.Signals) => {
     // The first cancels; the clean-up that follows (removing what was written, giving the record
     // its status) is asked once more to be left alone, and left only at the third.
     if (++signals === 2) {
-      process.stderr.write(`chunkvault: still cleaning up after the cancel; ${sig} once more quits at once ` +
-        '(then `chunkvault catalog rebuild` tidies up)\n');
+      process.stderr.write(ended
+        ? `chunkvault: the command has ended and is closing; ${sig} once more quits at once\n`
+        : `chunkvault: still cleaning up after the cancel; ${sig} once more quits at once ` +
+          '(then `chunkvault catalog rebuild` tidies up)\n');
     }
     if (signals >= 3) process.exit(130);
-    if (signals > 1) return;
+    if (signals > 1 || ended) return;
     cancelledBy = new CancelledError(`cancelled by ${sig}`);
     controller.abort(cancelledBy);
   };
@@ -83,6 +87,7 @@ export async function openContext(opts: GlobalOptions): Promise<Context> {
     async close() {
       // The signal handlers stay: a signal that lands after the work is done (while the catalog
       // closes) must not kill the process, which would turn a finished command into a signal death.
+      ended = true;
       await catalog.close();
       await backend.close();
     },
