@@ -4,7 +4,7 @@ import { Socket } from 'node:net';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { InvalidInputError, VolumeIOError } from '../errors.js';
-import { ALIGN, AlignedMemory, alignedView, readTrial } from '../io/aligned.js';
+import { ALIGN, AlignedMemory, alignedView, alignmentCheckedAt, readTrial } from '../io/aligned.js';
 import { sharedBuffer } from '../io/buffer-pool.js';
 
 /** A volume to back up, read front to back in whole chunks. */
@@ -55,23 +55,29 @@ function readError(name: string, offset: number, err: unknown): VolumeIOError {
 class FileSource implements VolumeSource {
   private position = 0;
   private readonly aligned = new AlignedMemory();
+  /** Where trial reads for aligned memory are made (found once). */
+  private trialPosition: Promise<number> | undefined;
+  /** Set once an O_DIRECT read into this source's buffers was refused. */
+  private refused = false;
 
   constructor(
     readonly name: string,
     readonly size: number | undefined,
     private readonly fh: fsp.FileHandle,
-    private direct: fsp.FileHandle | undefined,
+    private readonly direct: fsp.FileHandle | undefined,
   ) {}
 
-  /** Whether reads into this source's buffers still bypass the page cache. */
+  /** Whether every read into this source's buffers so far bypassed the page cache. */
   get readsDirectly(): boolean {
-    return this.direct !== undefined;
+    return this.direct !== undefined && !this.refused;
   }
 
   async buffer(length: number): Promise<Buffer> {
     const direct = this.direct;
-    if (direct && (this.size ?? 0) >= ALIGN) {
-      const view = await alignedView(sharedBuffer(length + ALIGN), length, readTrial(direct));
+    const size = this.size ?? 0;
+    if (direct && size >= ALIGN) {
+      this.trialPosition ??= alignmentCheckedAt(direct, size);
+      const view = await alignedView(sharedBuffer(length + ALIGN), length, readTrial(direct, await this.trialPosition));
       if (view) return this.aligned.add(view);
     }
     return sharedBuffer(length);
@@ -99,10 +105,12 @@ class FileSource implements VolumeSource {
       try {
         return (await this.direct.read(into, 0, into.length, position)).bytesRead;
       } catch (err) {
-        // Refused after all (a device with larger blocks): read through the cache from now on.
+        // Refused after all (memory the trial misjudged, a device with larger blocks): this
+        // memory is read through the cache from now on. The handle stays open until close():
+        // other reads in flight use it.
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        await this.direct.close().catch(() => {});
-        this.direct = undefined;
+        this.aligned.forget(into);
+        this.refused = true;
       }
     }
     return (await this.fh.read(into, 0, into.length, position)).bytesRead;

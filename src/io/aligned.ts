@@ -26,9 +26,33 @@ export async function alignedView(raw: Buffer, length: number, attempt: (view: B
   return undefined;
 }
 
-/** A trial for alignedView: an O_DIRECT read of the first block of `fh` (reading changes nothing). */
-export function readTrial(fh: FileHandle): (view: Buffer) => Promise<void> {
-  return async (view) => void (await fh.read(view, 0, ALIGN, 0));
+/** A trial for alignedView: an O_DIRECT read of the block of `fh` at `position` (reading changes nothing). */
+export function readTrial(fh: FileHandle, position = 0): (view: Buffer) => Promise<void> {
+  return async (view) => void (await fh.read(view, 0, ALIGN, position));
+}
+
+/**
+ * A block of the file `fh` (O_DIRECT, `size` bytes) where a read checks the memory's alignment,
+ * for readTrial: the filesystem fills a hole of a sparse file with zeros without looking at the
+ * memory, so a trial there accepts any start. Blocks at doubling distances and the last one
+ * are tried (a leading hole of any length is passed in a few reads) with memory at an odd
+ * address, which a device that checks alignment refuses. 0 when no block refuses it: either
+ * the memory's alignment does not matter, or the trial is only a hint.
+ */
+export async function alignmentCheckedAt(fh: FileHandle, size: number): Promise<number> {
+  const odd = Buffer.alloc(ALIGN + 1).subarray(1);
+  const last = Math.floor(size / ALIGN) * ALIGN - ALIGN;
+  const blocks = [0];
+  for (let p = ALIGN; p < last; p *= 2) blocks.push(p);
+  if (last > 0) blocks.push(last);
+  for (const position of blocks) {
+    try {
+      await fh.read(odd, 0, ALIGN, position);
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EINVAL' ? position : 0;
+    }
+  }
+  return 0;
 }
 
 /** Remembers which memory has an aligned start, so that views into it can be checked. */
@@ -38,6 +62,11 @@ export class AlignedMemory {
   add(view: Buffer): Buffer {
     this.origin.set(view.buffer, view.byteOffset);
     return view;
+  }
+
+  /** Forgets the memory of `view`: it is not aligned after all. */
+  forget(view: Uint8Array): void {
+    this.origin.delete(view.buffer);
   }
 
   /** Whether `view` starts at an aligned address of memory added here. */

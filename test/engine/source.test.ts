@@ -3,7 +3,7 @@
  * their own buffers (holes read as zeros) and through the page cache into any other memory.
  */
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -70,6 +70,68 @@ describe('file sources', () => {
     await src.close();
     assert.deepEqual(got.map((g) => g.length), [65536, 65536, 65536, 65536, 65536, 1000, 0, 0]);
     assert.ok(Buffer.concat(got).equals(data));
+  });
+
+  /** A sparse file of `blocks` 4 KiB blocks holding random data only in `data`, and its bytes. */
+  function sparseFile(name: string, blocks: number, data: (block: number) => boolean): { file: string; expected: Buffer } {
+    const file = path.join(dir, name);
+    const expected = Buffer.alloc(blocks * 4096);
+    const fd = openSync(file, 'w');
+    for (let b = 0; b < blocks; b++) {
+      if (!data(b)) continue;
+      pseudoRandom(4096, b + 1).copy(expected, b * 4096);
+      writeSync(fd, expected, b * 4096, 4096, b * 4096);
+    }
+    ftruncateSync(fd, expected.length);
+    closeSync(fd);
+    return { file, expected };
+  }
+
+  /**
+   * Reads all of `src` into its own buffers of `chunk` bytes as a backup does: four reads in
+   * flight, the next one started as soon as one is done.
+   */
+  async function readAhead(src: VolumeSource, chunk: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let next = 0;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      const buffer = await src.buffer(chunk);
+      while (next * chunk < src.size!) {
+        const part = next++;
+        parts[part] = Buffer.from(await src.read(buffer));
+      }
+    }));
+    return Buffer.concat(parts);
+  }
+
+  // The trial read that places O_DIRECT memory must not be made in a hole: the filesystem fills
+  // one without checking the memory, so any start passes there and reads of data then fail.
+  it('a file that begins with a hole is read through O_DIRECT, with reads in flight together', async () => {
+    const { file, expected } = sparseFile('leading-hole.img', 1024, (b) => b >= 512); // 2 MiB of hole, 2 MiB of data
+    for (let i = 0; i < 4; i++) {
+      const src = await openSource(file);
+      try {
+        assert.ok((await readAhead(src, 65536)).equals(expected));
+        assert.equal((src as { readsDirectly?: boolean }).readsDirectly, true, 'no read was refused');
+      } finally {
+        await src.close();
+      }
+    }
+  });
+
+  // Where no trial block holds data the trial is only a hint: memory that a read then refuses is
+  // read through the cache, and the other reads in flight go on.
+  it('a read refused O_DIRECT after all is made through the cache, without failing the reads in flight', async () => {
+    // Data only in blocks the trial does not try (0, powers of 2 and the last are holes).
+    const { file, expected } = sparseFile('scattered.img', 64, (b) => ![0, 1, 2, 4, 8, 16, 32, 63].includes(b));
+    for (let i = 0; i < 50; i++) {
+      const src = await openSource(file);
+      try {
+        assert.ok((await readAhead(src, 4096)).equals(expected));
+      } finally {
+        await src.close();
+      }
+    }
   });
 
   it('stdin and pipes fill whole chunks from short reads', async () => {
