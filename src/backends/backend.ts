@@ -48,6 +48,9 @@ export interface Backend {
   /** Returns the whole object; a missing one rejects with NotFoundError. */
   get(container: string, name: string, opts?: CallOptions): Promise<Buffer>;
 
+  /** Whether the object exists, found without reading it (a HEAD request, a stat). */
+  exists(container: string, name: string, opts?: CallOptions): Promise<boolean>;
+
   /** Removes the object; a missing object is not an error. */
   delete(container: string, name: string, opts?: CallOptions): Promise<void>;
 

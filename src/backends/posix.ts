@@ -163,6 +163,18 @@ export class PosixBackend implements Backend {
     }
   }
 
+  async exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {
+    throwIfAborted(opts?.signal);
+    const file = this.resolve(container, name);
+    try {
+      return (await fsp.stat(file)).isFile();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      throw new BackendError(`cannot look up ${file}: ${(err as Error).message}`, { container, object: name, cause: err });
+    }
+  }
+
   async delete(container: string, name: string, opts?: CallOptions): Promise<void> {
     throwIfAborted(opts?.signal);
     const file = this.resolve(container, name);

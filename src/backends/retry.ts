@@ -112,6 +112,10 @@ export class RetryBackend implements Backend {
     return this.run(() => this.inner.get(container, name, opts), opts?.signal);
   }
 
+  exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {
+    return this.run(() => this.inner.exists(container, name, opts), opts?.signal);
+  }
+
   delete(container: string, name: string, opts?: CallOptions): Promise<void> {
     return this.run(() => this.inner.delete(container, name, opts), opts?.signal);
   }

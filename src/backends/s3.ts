@@ -1,7 +1,7 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import {
-  CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, ListObjectsV2Command,
+  CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { BackendError, InvalidInputError, NotFoundError, TransientBackendError } from '../errors.js';
@@ -139,6 +139,15 @@ export class S3Backend implements Backend {
       const r = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal });
       const bytes = await r.Body!.transformToByteArray();
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    });
+  }
+
+  async exists(bucket: string, key: string, opts?: CallOptions): Promise<boolean> {
+    return this.call('HEAD', { container: bucket, object: key }, opts, (abortSignal) =>
+      this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }).then(() => true),
+    ).catch((err) => {
+      if (err instanceof NotFoundError) return false;
+      throw err;
     });
   }
 

@@ -240,6 +240,11 @@ export class SwiftBackend implements Backend {
     return Buffer.from(await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {}, (r) => r.arrayBuffer()));
   }
 
+  async exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {
+    return this.request('HEAD', `/${encodeName(container)}/${encodeName(name)}`, { container, object: name }, opts, { ok: [404] },
+      (r) => discard(r).then(() => r.status !== 404));
+  }
+
   async delete(container: string, name: string, opts?: CallOptions): Promise<void> {
     await this.request('DELETE', `/${encodeName(container)}/${encodeName(name)}`, { container, object: name }, opts, { ok: [404] }, (r) => discard(r));
   }

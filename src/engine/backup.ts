@@ -22,7 +22,9 @@ import { ALIGN } from '../io/aligned.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
-import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
+import {
+  locate, readMetadata, readSha256File, removeBackupObjects, requireSha256File, type BackupLocation,
+} from './repository.js';
 import type { VolumeSource } from './source.js';
 import { THIS_PROCESS } from './processes.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
@@ -158,7 +160,8 @@ async function parentKept(catalog: Catalog, parentId: string): Promise<boolean> 
 }
 
 /**
- * Every backup of the parent's chain still has its commit point (`_metadata`): an incremental
+ * Every backup of the parent's chain still has its commit point (`_metadata`) and its
+ * `_sha256file` (a restore of an incremental reads its ancestors' hash lists): an incremental
  * on a damaged chain could never be restored, and must not look complete.
  */
 async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Promise<void> {
@@ -169,7 +172,10 @@ async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Pr
   }
   const queue = [...chain];
   await Promise.all(Array.from({ length: Math.min(8, queue.length) }, async () => {
-    for (let b = queue.shift(); b; b = queue.shift()) await readMetadata(o.backend, locate(b), { signal: o.signal });
+    for (let b = queue.shift(); b; b = queue.shift()) {
+      await readMetadata(o.backend, locate(b), { signal: o.signal });
+      await requireSha256File(o.backend, locate(b), { signal: o.signal });
+    }
   }));
 }
 

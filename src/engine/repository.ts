@@ -21,17 +21,19 @@ export function locate(record: BackupRecord): BackupLocation {
   return { id: record.id, container: record.container, prefix: record.service_metadata };
 }
 
+function missing(loc: BackupLocation, name: string, what: string): IntegrityError {
+  return new IntegrityError(`backup ${loc.id} is incomplete: its ${what} ${name} is missing from container ${loc.container}`, {
+    backupId: loc.id,
+    object: name,
+    container: loc.container,
+  });
+}
+
 async function getRequired(backend: Backend, loc: BackupLocation, name: string, what: string, opts?: CallOptions) {
   try {
     return await backend.get(loc.container, name, opts);
   } catch (err) {
-    if (err instanceof NotFoundError) {
-      throw new IntegrityError(`backup ${loc.id} is incomplete: its ${what} ${name} is missing from container ${loc.container}`, {
-        backupId: loc.id,
-        object: name,
-        container: loc.container,
-      });
-    }
+    if (err instanceof NotFoundError) throw missing(loc, name, what);
     throw err;
   }
 }
@@ -51,6 +53,12 @@ export async function readMetadata(backend: Backend, loc: BackupLocation, opts?:
 export async function readSha256File(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<Sha256File> {
   const name = sha256ObjectName(loc.prefix);
   return decodeSha256File(await getRequired(backend, loc, name, 'sha256file', opts), { backupId: loc.id, object: name });
+}
+
+/** The backup's sha256file is there (looked up, not read). */
+export async function requireSha256File(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<void> {
+  const name = sha256ObjectName(loc.prefix);
+  if (!(await backend.exists(loc.container, name, opts))) throw missing(loc, name, 'sha256file');
 }
 
 /** Names of the data objects present under the backup's prefix. */

@@ -139,6 +139,21 @@ export function backendConformance(t: ConformanceTarget): void {
       });
     });
 
+    it('tells whether an object exists, in a missing container too', async () => {
+      const c = t.fresh('exists');
+      const b = await open(c);
+      await b.put(c, 'volume_x_backup_y_sha256file', Buffer.from('{}'));
+      await b.put(c, 'dir/empty', new Uint8Array(0));
+      assert.equal(await b.exists(c, 'volume_x_backup_y_sha256file'), true);
+      assert.equal(await b.exists(c, 'dir/empty'), true);
+      assert.equal(await b.exists(c, 'volume_x_backup_y_metadata'), false);
+      assert.equal(await b.exists(c, 'volume_x_backup_y'), false, 'a prefix of a name is no object');
+      assert.equal(await b.exists(c, 'dir/empty/more'), false);
+      await b.delete(c, 'dir/empty');
+      assert.equal(await b.exists(c, 'dir/empty'), false);
+      assert.equal(await b.exists(t.fresh('exists-missing'), 'x'), false);
+    });
+
     it('takes concurrent writers of distinct objects', async () => {
       const c = t.fresh('concurrent');
       const writers = await Promise.all([open(c), open(c), open(c)]);

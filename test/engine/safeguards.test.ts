@@ -267,6 +267,37 @@ describe('safeguards around restore and delete', () => {
     assert.equal((await repo.backup(f, { volumeId: 'broken-chain', incremental: true })).parentId, incr.id);
   });
 
+  it('an incremental is refused on a chain whose backup lost its _sha256file (a restore reads every one)', async () => {
+    const f = repo.file('hashless-chain.img', mixedVolume(200 * 1024, 15));
+    const full = await repo.backup(f, { volumeId: 'hashless-chain' });
+    const incr = await repo.backup(f, { volumeId: 'hashless-chain', incremental: true });
+    const records = async () => (await repo.catalog.list({ volumeId: 'hashless-chain', includeDeleted: true })).length;
+    const objects = async () => {
+      const names: string[] = [];
+      for await (const n of repo.backend.list(full.container, '')) names.push(n);
+      return names.sort();
+    };
+    const before = { records: await records(), objects: await objects() };
+    for (const lost of [full, incr]) {
+      const name = `${lost.prefix}_sha256file`;
+      const saved = await repo.backend.get(lost.container, name);
+      await repo.backend.delete(lost.container, name);
+      await assert.rejects(repo.backup(f, { volumeId: 'hashless-chain', incremental: true }), (err: Error) =>
+        err instanceof IntegrityError && err.exitCode === 3 &&
+        err.message.includes(`backup ${lost.id} is incomplete: its sha256file ${name} is missing`));
+      assert.equal(await records(), before.records, 'nothing recorded');
+      assert.deepEqual(await objects(), before.objects.filter((n) => n !== name), 'nothing stored');
+      await repo.backend.put(lost.container, name, saved);
+    }
+    // The ancestors' hash lists are looked up, not read (only the parent's is needed).
+    const read: string[] = [];
+    const watched: Backend = Object.create(repo.backend, {
+      get: { value: (c: string, n: string, o?: object) => (read.push(n), repo.backend.get(c, n, o)) },
+    });
+    assert.equal((await repo.backup(f, { volumeId: 'hashless-chain', incremental: true, backend: watched })).parentId, incr.id);
+    assert.ok(read.includes(`${incr.prefix}_sha256file`) && !read.includes(`${full.prefix}_sha256file`), read.join(', '));
+  });
+
   it('a delete and an incremental choosing the same parent at once: one of them gives way, the chain stays whole', async () => {
     const f = repo.file('race.img', mixedVolume(200 * 1024, 16));
     // The incremental names the parent just after the delete's first look: the delete gives way.
