@@ -7,7 +7,8 @@ import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
 import { processAlive } from './processes.js';
 import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
-import { layerLength, type Layer } from './restore.js';
+import { PARENT_STATUSES } from './backup.js';
+import { layerLength, objectsEnd } from './restore.js';
 
 const GiB = 1024 ** 3;
 const SUFFIX = '_metadata';
@@ -55,23 +56,25 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
       report.unreadable.push(`${container}/${prefix}${SUFFIX}: ${(err as Error).message}`);
     }
   }
-  // Exact volume lengths need the parent's first: visit chains from their roots.
-  const layers = new Map<string, Layer>();
-  const lengthOf = (id: string, depth = 0): Layer | undefined => {
+  // Exact volume lengths, null where the repository does not tell one. A full backup's objects
+  // cover its volume. An incremental's length needs its own sha256file (its block count) and,
+  // unless its last block is stored, its parent's length: chains are visited from their roots.
+  const lengths = new Map<string, number | null>();
+  const lengthOf = (id: string, depth = 0): number | null => {
     const f = found.get(id);
-    if (!f?.sha || depth > found.size) return undefined;
-    let layer = layers.get(id);
-    if (!layer) {
-      const parent = f.meta.parentId ? lengthOf(f.meta.parentId, depth + 1) : undefined;
-      if (f.meta.parentId && !parent) return undefined;
+    if (!f || depth > found.size) return null;
+    let bytes = lengths.get(id);
+    if (bytes === undefined) {
+      const parentBytes = f.meta.parentId ? lengthOf(f.meta.parentId, depth + 1) : null;
       try {
-        layer = { loc: f.loc, meta: f.meta, sha: f.sha, bytes: layerLength(f.meta, f.sha, parent, id) };
+        if (f.sha) bytes = layerLength(f.meta, f.sha, parentBytes === null ? undefined : { bytes: parentBytes }, id);
+        else bytes = !f.meta.parentId && objectsEnd(f.meta) > 0 ? objectsEnd(f.meta) : null;
       } catch {
-        return undefined;
+        bytes = null; // restore and verify say what is wrong
       }
-      layers.set(id, layer);
+      lengths.set(id, bytes);
     }
-    return layer;
+    return bytes;
   };
   // Oldest first, and a parent always before its children: the catalog orders backups made in
   // the same second (names and metadata have whole seconds) by when they were added.
@@ -87,7 +90,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
   };
   for (const f of byAge) place(f);
   for (const { loc, meta, sha } of ordered) {
-    const bytes = lengthOf(meta.backupId)?.bytes ?? null;
+    const bytes = lengthOf(meta.backupId);
     const known = await catalog.get(meta.backupId);
     if (known) {
       report.known.push(meta.backupId);
@@ -98,6 +101,12 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
           size: bytes === null ? known.size : Math.max(1, Math.ceil(bytes / GiB)),
         }, ['creating']);
         if (done) report.repaired.push(`${meta.backupId}: complete, now available (its writer ${known.worker} ended before recording it)`);
+      } else if (known.volume_bytes === null && bytes !== null && PARENT_STATUSES.includes(known.status)) {
+        // Adopted when its length could not be told (a sha256file unreadable then): told now.
+        const told = await catalog.update(meta.backupId, {
+          volume_bytes: bytes, size: known.size || Math.max(1, Math.ceil(bytes / GiB)),
+        }, [known.status]);
+        if (told) report.repaired.push(`${meta.backupId}: its volume length is ${bytes} bytes`);
       }
       continue;
     }
@@ -189,13 +198,8 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   const meta = await readMetadata(backend, loc, { signal });
   const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
-  const parentLayer = async (): Promise<Pick<Layer, 'sha' | 'bytes'> | undefined> => {
-    const p = r.parent_id ? await catalog.get(r.parent_id) : undefined;
-    if (!p || p.volume_bytes === null || p.container === null || p.service_metadata === null) return undefined;
-    const ploc = { id: p.id, container: p.container, prefix: p.service_metadata };
-    return { sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
-  };
-  const parent = r.parent_id ? await unlessMissingOrDamaged(parentLayer()) : undefined;
+  const parentBytes = r.parent_id ? (await catalog.get(r.parent_id))?.volume_bytes ?? null : null;
+  const parent = parentBytes === null ? undefined : { bytes: parentBytes };
   let full: number | null = null;
   if (sha && !r.parent_id) full = layerLength(meta, sha, undefined, r.id);
   else if (sha && parent) {

@@ -52,15 +52,21 @@ export interface Layer {
   bytes: number;
 }
 
+/** Where the backup's objects end: the volume's length for a full backup (Cinder stores every chunk). */
+export function objectsEnd(meta: BackupMetadata): number {
+  return meta.objects.reduce((m, o) => Math.max(m, o.offset + o.length), 0);
+}
+
 /**
  * The exact volume length of each layer, from the repository alone: a full backup's objects
  * cover the volume; an incremental's sha256file counts its blocks and its last block is
- * either stored or, unchanged, as long as the parent's block at that index.
+ * either stored or, unchanged, as long as the parent's block at that index (a layer of
+ * `bytes` has ceil(bytes / block size) blocks: its length lies within its last one).
  */
-export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<Layer, 'sha' | 'bytes'> | undefined, id: string): number {
+export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<Layer, 'bytes'> | undefined, id: string): number {
   const bs = sha.blockSize;
   const n = sha.sha256s.length;
-  const end = meta.objects.reduce((m, o) => Math.max(m, o.offset + o.length), 0);
+  const end = objectsEnd(meta);
   const fail = (what: string): never => {
     throw new IntegrityError(`backup ${id}: ${what}`, { backupId: id });
   };
@@ -70,7 +76,7 @@ export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<
     if (end <= (n - 1) * bs) fail(`objects end at ${end} but its sha256file lists ${n} blocks of ${bs} bytes`);
     return end;
   }
-  const parentBlocks = parent.sha.sha256s.length;
+  const parentBlocks = Math.ceil(parent.bytes / bs);
   if (n - 1 < parentBlocks - 1) return n * bs;
   if (n - 1 === parentBlocks - 1) return parent.bytes;
   return fail(`block ${n - 1} lies past its parent's volume but no object stores it`);

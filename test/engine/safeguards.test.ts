@@ -379,7 +379,48 @@ describe('safeguards around restore and delete', () => {
     await repo.backend.delete(container, `${prefix}_sha256file`);
     const again = await rebuildCatalog(repo.backend, repo.catalog, ['']);
     assert.ok(again.added.includes(id));
-    assert.equal((await repo.catalog.get(id))!.volume_bytes, null, 'length unknown without the sha256file');
+    assert.equal((await repo.catalog.get(id))!.volume_bytes, 200 * 1024, "a full backup's objects give its length");
+  });
+
+  it('a rebuild tells the exact length of a backup whose parent lost its sha256file where its chain gives it, and never a guess', async () => {
+    // 4 KiB sha blocks, the last one partial; each incremental changes one block.
+    const length = 200 * 1024 + 1000;
+    const v = mixedVolume(length, 17);
+    const f = repo.file('rebuild-lengths.img', v);
+    const chain: { id: string; prefix: string; container: string }[] = [];
+    for (const changed of [-1, 10_000, length - 1, 70_000]) { // full; last block kept; last block changed; last block kept
+      if (changed >= 0) v[changed] ^= 0xff;
+      writeFileSync(f, v);
+      chain.push(await repo.backup(f, { volumeId: 'rebuild-lengths', incremental: changed >= 0 }));
+    }
+    const [full, kept, stored, last] = chain;
+    const lengths = async () => Promise.all(chain.map(async (b) => (await repo.catalog.get(b.id))!.volume_bytes));
+    assert.deepEqual(await lengths(), [length, length, length, length]);
+    /** Adopts the chain again while `lost`'s sha256file is missing; gives it back after. */
+    const adoptWithout = async (lost: (typeof chain)[number]) => {
+      for (const b of chain) await repo.catalog.purge(b.id);
+      const name = `${lost.prefix}_sha256file`;
+      const saved = await repo.backend.get(lost.container, name);
+      await repo.backend.delete(lost.container, name);
+      const r = await rebuildCatalog(repo.backend, repo.catalog, ['']);
+      await repo.backend.put(lost.container, name, saved);
+      assert.ok(chain.every((b) => r.added.includes(b.id)), 'every backup is adopted');
+      return lengths();
+    };
+    // A full backup's objects give its length, so its children's lengths follow from it.
+    assert.deepEqual(await adoptWithout(full!), [length, length, length, length]);
+    // Without its own sha256file an incremental's length is unknown; a child whose last block
+    // is stored does not need it, nor does that child's child.
+    assert.deepEqual(await adoptWithout(kept!), [length, null, length, length]);
+    // A child whose last block is its parent's cannot be told (any length within that block
+    // would do): none is guessed. A rebuild that can tell it later records it.
+    assert.deepEqual(await adoptWithout(stored!), [length, length, null, null]);
+    const again = await rebuildCatalog(repo.backend, repo.catalog, ['']);
+    assert.deepEqual(again.repaired.filter((x) => x.includes('volume length')).sort(),
+      [`${stored!.id}: its volume length is ${length} bytes`, `${last!.id}: its volume length is ${length} bytes`].sort());
+    assert.deepEqual(await lengths(), [length, length, length, length]);
+    await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: last!.id, target: path.join(repo.dir, 'rebuild-lengths-out.img'), threads: 1 });
+    assert.ok(readFileSync(path.join(repo.dir, 'rebuild-lengths-out.img')).equals(v));
   });
 
   it('a delete that could remove nothing leaves the backup as it was; leftovers of killed writes go with a delete', async (t) => {
