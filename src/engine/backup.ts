@@ -239,10 +239,15 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   // The sha256file is built as one Buffer: a sha block far smaller than the volume would make
   // it larger than one can be. Cinder sets no minimum block size, so this is the bound.
   const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize });
+  // An incremental keeps its parent's sha block size: a volume grown past what that allows
+  // needs a full backup.
   const tooManyHashes = (bytes: number, atLeast = '') => new InvalidInputError(
-    `sha block size ${shaBlockSize} is too small for a volume of ${atLeast}${bytes} bytes: its sha256file would list ` +
-    `${atLeast}${Math.ceil(bytes / shaBlockSize)} SHA-256 hashes, more than the ${maxHashes} that fit in ${MAX_SHA256FILE_BYTES} bytes; ` +
-    'use a larger sha block size');
+    `sha block size ${shaBlockSize}${parent ? ` (that of parent backup ${parent.id})` : ''} is too small for a volume of ` +
+    `${atLeast}${bytes} bytes: its sha256file would list ${atLeast}${Math.ceil(bytes / shaBlockSize)} SHA-256 hashes, more than the ` +
+    `${maxHashes} that fit in ${MAX_SHA256FILE_BYTES} bytes; ` +
+    (parent
+      ? 'the volume has grown past what an incremental of it can list: do a full backup, with a larger sha block size'
+      : 'use a larger sha block size'));
   if (o.source.size !== undefined && Math.ceil(o.source.size / shaBlockSize) > maxHashes) throw tooManyHashes(o.source.size);
   const container = o.container ?? o.backend.defaultContainer ?? defaultContainer(o.backend.kind, id);
   const prefix = objectPrefix(o.backend.kind, {

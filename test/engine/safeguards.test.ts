@@ -216,6 +216,18 @@ describe('safeguards around restore and delete', () => {
     assert.equal(await repo.catalog.get('tiny-blocks'), undefined);
   });
 
+  it('an incremental of a volume grown past what its parent\'s sha block size can list asks for a full backup', async () => {
+    const file = repo.file('grown.img', mixedVolume(200 * 1024, 19));
+    const parent = await repo.backup(file, { volumeId: 'grown', shaBlockSize: 512 });
+    truncateSync(file, 64 * 2 ** 30);
+    const before = (await repo.catalog.list({ volumeId: 'grown', includeDeleted: true })).length;
+    await assert.rejects(repo.backup(file, { volumeId: 'grown', incremental: true, shaBlockSize: undefined }), (err: Error) =>
+      err instanceof InvalidInputError && new RegExp(`^sha block size 512 \\(that of parent backup ${parent.id}\\) is too small for a volume of ` +
+        '68719476736 bytes: its sha256file would list 134217728 SHA-256 hashes, more than the \\d+ that fit in 4294967296 bytes; ' +
+        'the volume has grown past what an incremental of it can list: do a full backup, with a larger sha block size$').test(err.message));
+    assert.equal((await repo.catalog.list({ volumeId: 'grown', includeDeleted: true })).length, before, 'nothing recorded');
+  });
+
   it('catalog rebuild repairs what a process of this host left when it died, and nothing else', async () => {
     const file = repo.file('repair.img', mixedVolume(200 * 1024, 12));
     const committed = await repo.backup(file, { volumeId: 'repair' }); // killed after `_metadata`, before the catalog
