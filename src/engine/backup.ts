@@ -9,9 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
-import { CancelledError, ConflictError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
+import { CancelledError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
 import {
-  MAX_SHA256FILE_BYTES, encodeMetadata, encodeSha256File, sha256FileCapacity, type ObjectEntry,
+  MAX_SHA256FILE_BYTES, encodeMetadata, encodeSha256File, sha256FileCapacity, type ObjectEntry, type Sha256File,
 } from '../format/metadata.js';
 import {
   FORMAT_VERSION, checkIdentifier, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
@@ -179,6 +179,30 @@ async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Pr
   }));
 }
 
+/** What a parent that a delete took away (or is taking away) gives an incremental: a conflict. */
+function parentDeleted(parentId: string, backupId: string): ConflictError {
+  return new ConflictError(`parent backup ${parentId} was being deleted as this incremental started; back up again`, { backupId });
+}
+
+/**
+ * The parent's sha256file, once its chain is known to be whole. An object missing because a
+ * delete of the parent began after it was chosen (a delete removes `_metadata` first) is that
+ * delete winning the race, not damage.
+ */
+async function readChain(o: BackupOptions, parent: BackupRecord): Promise<Sha256File> {
+  try {
+    const sha = await readSha256File(o.backend, locate(parent), { signal: o.signal });
+    await requireCommittedChain(o, parent);
+    return sha;
+  } catch (err) {
+    if (err instanceof IntegrityError && err.context.backupId === parent.id) {
+      const now = await o.catalog.get(parent.id);
+      if (!now || now.status === 'deleting' || now.status === 'deleted') throw parentDeleted(parent.id, parent.id);
+    }
+    throw err;
+  }
+}
+
 function emptySource(source: VolumeSource): InvalidInputError {
   return new InvalidInputError(`source ${source.name} is empty: there is nothing to back up`);
 }
@@ -215,9 +239,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
   const retriesBefore = retriesSoFar(o.backend); // the parent's sha256file and the container check count too
   const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
   const parent = await resolveParent(o);
-  const parentLoc = parent ? locate(parent) : undefined;
-  const parentSha = parentLoc ? await readSha256File(o.backend, parentLoc, { signal: o.signal }) : undefined;
-  if (parent) await requireCommittedChain(o, parent);
+  const parentSha = parent ? await readChain(o, parent) : undefined;
   const shaBlockSize = positiveInt(o.shaBlockSize ?? parentSha?.blockSize ?? DEFAULT_SHA_BLOCK_SIZE, 'sha block size');
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
   checkChunkSize(chunkSize, shaBlockSize);
@@ -326,7 +348,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     if (parent && !(await parentKept(o.catalog, parent.id))) {
       // It never depended on the parent: the parent's delete may go on.
       await o.catalog.update(id, { parent_id: null }, ['creating']);
-      throw new ConflictError(`parent backup ${parent.id} was being deleted as this incremental started; back up again`, { backupId: id });
+      throw parentDeleted(parent.id, id);
     }
     const result = await writeObjects();
     await o.backend.flush(container, { signal });

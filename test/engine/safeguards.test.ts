@@ -353,6 +353,47 @@ describe('safeguards around restore and delete', () => {
     assert.equal((await repo.catalog.get(parent.id))!.status, 'deleted');
   });
 
+  it('an incremental whose parent a delete takes away as it reads the chain gives way with a conflict (exit 5), recording nothing', async () => {
+    const f = repo.file('race3.img', mixedVolume(200 * 1024, 18));
+    const records = async (volumeId: string) => (await repo.catalog.list({ volumeId, includeDeleted: true })).map((r) => r.id);
+    const refused = (parentId: string) => (err: Error) => err instanceof ConflictError && err.exitCode === 5 &&
+      err.message === `parent backup ${parentId} was being deleted as this incremental started; back up again`;
+
+    // The whole delete runs just after the incremental chose the parent: its sha256file is gone.
+    const chosen = await repo.backup(f, { volumeId: 'race3' });
+    const deletedOnceChosen: Catalog = Object.create(repo.catalog, {
+      list: {
+        value: async (...args: Parameters<Catalog['list']>) => {
+          const found = await repo.catalog.list(...args);
+          await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: chosen.id });
+          return found;
+        },
+      },
+    });
+    await assert.rejects(repo.backup(f, { volumeId: 'race3', incremental: true, catalog: deletedOnceChosen }), refused(chosen.id));
+    assert.deepEqual(await records('race3'), [chosen.id], 'nothing recorded');
+    assert.equal((await repo.catalog.get(chosen.id))!.status, 'deleted');
+
+    // A delete begins just after the parent's sha256file was read: `deleting`, its `_metadata` gone.
+    const read = await repo.backup(f, { volumeId: 'race4' });
+    const deletingOnceRead: Backend = Object.create(repo.backend, {
+      get: {
+        value: async (c: string, n: string, o?: object) => {
+          const data = await repo.backend.get(c, n, o);
+          if (n === `${read.prefix}_sha256file`) {
+            await repo.catalog.update(read.id, { status: 'deleting' }, ['available']);
+            await repo.backend.delete(c, `${read.prefix}_metadata`);
+          }
+          return data;
+        },
+      },
+    });
+    await assert.rejects(repo.backup(f, { volumeId: 'race4', incremental: true, backend: deletingOnceRead }), refused(read.id));
+    assert.deepEqual(await records('race4'), [read.id], 'nothing recorded');
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: read.id });
+    assert.equal((await repo.catalog.get(read.id))!.status, 'deleted');
+  });
+
   it('only an available backup can be exported, as in Cinder', async () => {
     const { id } = await repo.backup(repo.file('export.img', mixedVolume(100 * 1024, 15)), { volumeId: 'export' });
     assert.ok((await exportRecord(repo.catalog, id)).backup_url.length > 0);
