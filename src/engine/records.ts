@@ -7,7 +7,7 @@ import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
 import { processAlive } from './processes.js';
 import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
-import { layerLength, type Layer } from './restore.js';
+import { blockCount, layerLength, type LayerSize } from './restore.js';
 
 const GiB = 1024 ** 3;
 const SUFFIX = '_metadata';
@@ -56,8 +56,8 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     }
   }
   // Exact volume lengths need the parent's first: visit chains from their roots.
-  const layers = new Map<string, Layer>();
-  const lengthOf = (id: string, depth = 0): Layer | undefined => {
+  const layers = new Map<string, LayerSize>();
+  const lengthOf = (id: string, depth = 0): LayerSize | undefined => {
     const f = found.get(id);
     if (!f?.sha || depth > found.size) return undefined;
     let layer = layers.get(id);
@@ -65,7 +65,8 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
       const parent = f.meta.parentId ? lengthOf(f.meta.parentId, depth + 1) : undefined;
       if (f.meta.parentId && !parent) return undefined;
       try {
-        layer = { loc: f.loc, meta: f.meta, sha: f.sha, bytes: layerLength(f.meta, f.sha, parent, id) };
+        const count = blockCount(f.sha);
+        layer = { blocks: count.blocks, bytes: layerLength(f.meta, count, parent, id) };
       } catch {
         return undefined;
       }
@@ -189,18 +190,18 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   const meta = await readMetadata(backend, loc, { signal });
   const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
-  const parentLayer = async (): Promise<Pick<Layer, 'sha' | 'bytes'> | undefined> => {
+  const parentLayer = async (): Promise<LayerSize | undefined> => {
     const p = r.parent_id ? await catalog.get(r.parent_id) : undefined;
     if (!p || p.volume_bytes === null || p.container === null || p.service_metadata === null) return undefined;
     const ploc = { id: p.id, container: p.container, prefix: p.service_metadata };
-    return { sha: await readSha256File(backend, ploc, { signal }), bytes: p.volume_bytes };
+    return { blocks: (await readSha256File(backend, ploc, { signal })).sha256s.length, bytes: p.volume_bytes };
   };
   const parent = r.parent_id ? await unlessMissingOrDamaged(parentLayer()) : undefined;
   let full: number | null = null;
-  if (sha && !r.parent_id) full = layerLength(meta, sha, undefined, r.id);
+  if (sha && !r.parent_id) full = layerLength(meta, blockCount(sha), undefined, r.id);
   else if (sha && parent) {
     try {
-      full = layerLength(meta, sha, parent, r.id);
+      full = layerLength(meta, blockCount(sha), parent, r.id);
     } catch {
       full = null; // restore and verify say what is wrong with the chain
     }
