@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
 import { DirectWriter } from '../io/direct-writer.js';
+import { readWhole } from '../io/read-whole.js';
 import type { Backend, CallOptions, ListOptions } from './backend.js';
 
 /** Files being written carry this prefix, which no Cinder object prefix starts with. */
@@ -154,7 +155,7 @@ export class PosixBackend implements Backend {
     throwIfAborted(opts?.signal);
     const file = this.resolve(container, name);
     try {
-      return await fsp.readFile(file, { signal: opts?.signal });
+      return await readWhole(file, { signal: opts?.signal });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new NotFoundError(`object not found: ${file}`, { container, object: name });

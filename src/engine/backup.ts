@@ -10,6 +10,7 @@ import { retriesSoFar, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
+import { DIGEST_BYTES, HashListBuilder } from '../format/hash-list.js';
 import {
   MAX_SHA256FILE_BYTES, encodeMetadata, encodeSha256File, sha256FileCapacity, type ObjectEntry, type Sha256File,
 } from '../format/metadata.js';
@@ -354,7 +355,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     await o.backend.flush(container, { signal });
     written.push(sha256ObjectName(prefix));
     await o.backend.put(container, sha256ObjectName(prefix),
-      encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes }), { signal });
+      encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes.list() }), { signal });
     await o.backend.flush(container, { signal });
     signal.throwIfAborted();
     // The last look before the commit point: a backup given up elsewhere must not appear complete.
@@ -421,7 +422,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
     const maxUploads = Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));
     const entries: ObjectEntry[] = [];
-    const hashes: string[] = [];
+    // Sized once when the volume's size is known (it was checked to fit the sha256file).
+    const hashes = new HashListBuilder(size === undefined ? 0 : Math.ceil(size / shaBlockSize));
     let storedBytes = 0;
     let zeroBlocks = 0;
     let offset = 0;
@@ -454,9 +456,9 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       if (halted) return;
       const puts: Promise<void>[] = [];
       const usingChunk: Promise<void>[] = [];
-      for (const h of r.hashes) hashes.push(h);
       // A source of unknown size (a pipe) is stopped once its hashes no longer fit.
-      if (hashes.length > maxHashes) throw tooManyHashes(offset, 'at least ');
+      if (hashes.length + r.hashes.length / DIGEST_BYTES > maxHashes) throw tooManyHashes(offset, 'at least ');
+      hashes.append(r.hashes);
       zeroBlocks += r.zeroBlocks;
       for (const ext of r.extents) {
         const name = dataObjectName(prefix, entries.length + 1);
@@ -511,9 +513,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
         const { buffer, data } = await untilAborted(ahead.shift()!, signal);
         if (data.length === 0) break;
         const nBlocks = Math.ceil(data.length / shaBlockSize);
-        const parentHashes = parentSha
-          ? Array.from({ length: nBlocks }, (_, i) => parentSha.sha256s[block + i])
-          : null;
+        // A copy of the parent's part: a view would send the worker all of the parent's list.
+        const parentHashes = parentSha ? parentSha.sha256s.copy(block, block + nBlocks) : null;
         const length = data.length;
         const into = outputs && (await untilAborted(outputs.acquire(), signal));
         const chunk = {

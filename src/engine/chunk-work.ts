@@ -6,6 +6,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { algorithmForLabel, type Algorithm } from '../codecs/codec.js';
 import { loadCodec } from '../codecs/codecs.js';
 import { IntegrityError } from '../errors.js';
+import { DIGEST_BYTES, HashList } from '../format/hash-list.js';
 
 export interface BackupChunkJob {
   kind: 'backup';
@@ -13,8 +14,11 @@ export interface BackupChunkJob {
   data: Uint8Array;
   offset: number;
   blockSize: number;
-  /** Full backup: null. Incremental: the parent's hash of each block of this chunk (undefined past its end). */
-  parentHashes: (string | undefined)[] | null;
+  /**
+   * Full backup: null. Incremental: the parent's digest of each block of this chunk, packed
+   * (fewer than the chunk's blocks where it goes past the parent's end).
+   */
+  parentHashes: Uint8Array | null;
   /** Label to record when compression helps ("none" disables it). */
   compression: string;
   /**
@@ -36,7 +40,8 @@ export interface StoredExtent {
 }
 
 export interface BackupChunkResult {
-  hashes: string[];
+  /** The SHA-256 digest of each block, packed, in memory of its own (it moves to the caller). */
+  hashes: Uint8Array;
   extents: StoredExtent[];
   zeroBlocks: number;
 }
@@ -45,8 +50,8 @@ export interface RestoreRun {
   /** First volume block index of the run, and how many blocks of this object are kept from it. */
   block: number;
   count: number;
-  /** Expected SHA-256 of each block (from the target backup's sha256file). */
-  hashes: string[];
+  /** Expected SHA-256 digest of each block (from the target backup's sha256file), packed. */
+  hashes: Uint8Array;
 }
 
 export interface RestoreObjectJob {
@@ -88,18 +93,25 @@ export function isAllZero(data: Uint8Array): boolean {
   return Buffer.compare(data, zeroBuffer(data.length)) === 0;
 }
 
-const zeroDigests = new Map<string, string>();
-function digestOfZeros(algorithm: 'sha256' | 'md5', length: number): string {
+const zeroDigests = new Map<string, Buffer>();
+/** The digest of `length` zero bytes (not to be modified: it is shared). */
+function digestOfZeros(algorithm: 'sha256' | 'md5', length: number): Buffer {
   const key = `${algorithm}:${length}`;
   let d = zeroDigests.get(key);
   if (d === undefined) {
-    d = createHash(algorithm).update(zeroBuffer(length)).digest('hex');
+    d = createHash(algorithm).update(zeroBuffer(length)).digest();
     zeroDigests.set(key, d);
   }
   return d;
 }
 
-const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+/**
+ * Writes the SHA-256 of `data` at `at` in `out`: through a string of one character per byte
+ * ('binary' is Latin-1), which costs less than a Buffer of its own per digest.
+ */
+function sha256Into(data: Uint8Array, out: Buffer, at: number): void {
+  out.write(createHash('sha256').update(data).digest('binary'), at, 'binary');
+}
 const md5 = (data: Uint8Array): string => createHash('md5').update(data).digest('hex');
 
 /**
@@ -205,8 +217,11 @@ function feedZeros(run: Run): void {
  * cost a comparison.
  */
 export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChunkResult> {
-  const { data, blockSize, parentHashes } = job;
-  const hashes: string[] = [];
+  const { data, blockSize } = job;
+  // Its own memory (not the pool's), so that it moves to the caller instead of being copied.
+  const packed = Buffer.allocUnsafeSlow(Math.ceil(data.length / blockSize) * DIGEST_BYTES);
+  const hashes = new HashList(packed);
+  const parent = job.parentHashes && new HashList(job.parentHashes);
   const runs: Run[] = [];
   let run: Run | undefined;
   let zeroBlocks = 0;
@@ -214,10 +229,13 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
     const end = Math.min(off + blockSize, data.length);
     const block = data.subarray(off, end);
     const zero = isAllZero(block);
-    const hash = zero ? digestOfZeros('sha256', block.length) : sha256(block);
-    hashes.push(hash);
-    if (zero) zeroBlocks++;
-    if (parentHashes !== null && hash === parentHashes[i]) {
+    if (zero) {
+      packed.set(digestOfZeros('sha256', block.length), i * DIGEST_BYTES);
+      zeroBlocks++;
+    } else {
+      sha256Into(block, packed, i * DIGEST_BYTES);
+    }
+    if (parent && hashes.equalsAt(i, parent, i)) {
       run = undefined;
       continue;
     }
@@ -237,7 +255,7 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
     const bytes = data.subarray(r.from, r.to);
     let digest: string;
     if (r.allZero) {
-      digest = digestOfZeros('md5', bytes.length);
+      digest = digestOfZeros('md5', bytes.length).toString('hex');
     } else {
       feedZeros(r);
       digest = r.md5.digest('hex');
@@ -247,7 +265,7 @@ export async function processBackupChunk(job: BackupChunkJob): Promise<BackupChu
     if (out.data !== bytes) used += out.data.length;
     extents.push({ offset: job.offset + r.from, length: bytes.length, md5: digest, ...out });
   }
-  return { hashes, extents, zeroBlocks };
+  return { hashes: packed, extents, zeroBlocks };
 }
 
 /**
@@ -270,11 +288,14 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
   const zeros = await isStoredZeros(job.data, algorithm, job.length);
   if (zeros && job.fillZeros) job.into.fill(0, 0, job.length);
   const data = zeros ? null : await placeObject(job, algorithm);
-  const digest = !data || isAllZero(data) ? digestOfZeros('md5', job.length) : md5(data);
+  const digest = !data || isAllZero(data) ? digestOfZeros('md5', job.length).toString('hex') : md5(data);
   if (digest !== job.md5) throw objectError(job, `MD5 ${digest} does not match metadata ${job.md5}`);
   const zero = new Uint8Array(job.runs.reduce((n, r) => n + r.count, 0));
+  const blockDigest = Buffer.alloc(DIGEST_BYTES);
+  const actual = new HashList(blockDigest);
   let k = 0;
   for (const run of job.runs) {
+    const expected = new HashList(run.hashes);
     for (let i = 0; i < run.count; i++, k++) {
       const volOff = (run.block + i) * job.blockSize;
       const end = Math.min(volOff + job.blockSize, job.volumeBytes);
@@ -287,10 +308,12 @@ export async function processRestoreObject(job: RestoreObjectJob): Promise<Resto
       const block = data?.subarray(volOff - job.offset, end - job.offset);
       const z = !block || isAllZero(block);
       zero[k] = z ? 1 : 0;
-      const h = z ? digestOfZeros('sha256', end - volOff) : sha256(block);
-      if (h !== run.hashes[i]) {
+      if (block && !z) sha256Into(block, blockDigest, 0);
+      else blockDigest.set(digestOfZeros('sha256', end - volOff));
+      if (!actual.equalsAt(0, expected, i)) {
+        const listed = i < expected.length ? expected.hexAt(i) : 'none';
         throw new IntegrityError(
-          `block at volume offset ${volOff} (object ${job.name} of backup ${job.backupId}): SHA-256 ${h} does not match the sha256file (${run.hashes[i]})`,
+          `block at volume offset ${volOff} (object ${job.name} of backup ${job.backupId}): SHA-256 ${actual.hexAt(0)} does not match the sha256file (${listed})`,
           { ...where, offset: volOff },
         );
       }

@@ -2,13 +2,13 @@
 import type { Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, NotFoundError } from '../errors.js';
-import type { BackupMetadata, Sha256File } from '../format/metadata.js';
+import type { BackupMetadata } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
 import { processAlive } from './processes.js';
 import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
 import { PARENT_STATUSES } from './backup.js';
-import { layerLength, objectsEnd } from './restore.js';
+import { blockCount, layerLength, objectsEnd, type BlockCount } from './restore.js';
 
 const GiB = 1024 ** 3;
 const SUFFIX = '_metadata';
@@ -44,13 +44,14 @@ export interface RebuildReport {
  */
 export async function rebuildCatalog(backend: Backend, catalog: Catalog, containers: string[], signal?: AbortSignal): Promise<RebuildReport> {
   const report: RebuildReport = { added: [], known: [], unreadable: [], repaired: [] };
-  const found = new Map<string, { loc: BackupLocation; meta: BackupMetadata; sha?: Sha256File }>();
+  // Of each sha256file only its block count is kept: a repository may hold many of hundreds of MB.
+  const found = new Map<string, { loc: BackupLocation; meta: BackupMetadata; sha?: BlockCount }>();
   for await (const { container, prefix } of findBackups(backend, containers, signal)) {
     const probe: BackupLocation = { id: '', container, prefix }; // id unknown until read
     try {
       const meta = await readMetadata(backend, probe, { signal });
       const loc = { ...probe, id: meta.backupId };
-      const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
+      const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, signal));
       found.set(meta.backupId, { loc, meta, sha });
     } catch (err) {
       report.unreadable.push(`${container}/${prefix}${SUFFIX}: ${(err as Error).message}`);
@@ -164,6 +165,11 @@ async function repairAbandoned(
   }
 }
 
+/** The block count of a backup's sha256file, which is let go as soon as it is read. */
+async function readBlockCount(backend: Backend, loc: BackupLocation, signal?: AbortSignal): Promise<BlockCount> {
+  return blockCount(await readSha256File(backend, loc, { signal }));
+}
+
 /**
  * What a read gives, or undefined when the object is missing or damaged (the record is still
  * made, without what it would tell; restore and verify say what is wrong). A storage fault is
@@ -196,7 +202,7 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   // The record must point at a backup this repository holds.
   const loc = { id: r.id, container: r.container, prefix: r.service_metadata };
   const meta = await readMetadata(backend, loc, { signal });
-  const sha = await unlessMissingOrDamaged(readSha256File(backend, loc, { signal }));
+  const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, signal));
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
   const parentBytes = r.parent_id ? (await catalog.get(r.parent_id))?.volume_bytes ?? null : null;
   const parent = parentBytes === null ? undefined : { bytes: parentBytes };

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { retriesSoFar, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
+import type { HashList } from '../format/hash-list.js';
 import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
-import type { RestoreRun } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
 import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
 import { processAlive, THIS_PROCESS } from './processes.js';
@@ -45,11 +45,24 @@ export async function resolveChain(catalog: Catalog, id: string): Promise<Backup
   return chain;
 }
 
-export interface Layer {
+/** What a volume length is worked out from: a sha256file's block size and how many blocks it lists. */
+export interface BlockCount {
+  blockSize: number;
+  blocks: number;
+}
+
+export const blockCount = (sha: Sha256File): BlockCount => ({ blockSize: sha.blockSize, blocks: sha.sha256s.length });
+
+/** A layer's block count and exact volume length: what its child's length is worked out with. */
+export interface LayerSize {
+  blocks: number;
+  bytes: number;
+}
+
+/** One backup of the chain: of its sha256file only the count is kept (the target's hashes are the plan's). */
+export interface Layer extends BlockCount, LayerSize {
   loc: BackupLocation;
   meta: BackupMetadata;
-  sha: Sha256File;
-  bytes: number;
 }
 
 /** Where the backup's objects end: the volume's length for a full backup (Cinder stores every chunk). */
@@ -63,9 +76,9 @@ export function objectsEnd(meta: BackupMetadata): number {
  * either stored or, unchanged, as long as the parent's block at that index (a layer of
  * `bytes` has ceil(bytes / block size) blocks: its length lies within its last one).
  */
-export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<Layer, 'bytes'> | undefined, id: string): number {
+export function layerLength(meta: BackupMetadata, sha: BlockCount, parent: Pick<LayerSize, 'bytes'> | undefined, id: string): number {
   const bs = sha.blockSize;
-  const n = sha.sha256s.length;
+  const n = sha.blocks;
   const end = objectsEnd(meta);
   const fail = (what: string): never => {
     throw new IntegrityError(`backup ${id}: ${what}`, { backupId: id });
@@ -82,18 +95,27 @@ export function layerLength(meta: BackupMetadata, sha: Sha256File, parent: Pick<
   return fail(`block ${n - 1} lies past its parent's volume but no object stores it`);
 }
 
+/** Blocks [block, block + count) of the volume. */
+export interface BlockRun {
+  block: number;
+  count: number;
+}
+
 export interface RestorePlan {
   chain: BackupRecord[];
   layers: Layer[];
   bytes: number;
   blockSize: number;
+  /** The target's digest of every block: each block restored is checked against it. */
+  hashes: HashList;
   /** The objects to read, in volume order, each with the blocks it provides. */
-  reads: { layer: Layer; object: ObjectEntry; runs: RestoreRun[] }[];
+  reads: { layer: Layer; object: ObjectEntry; runs: BlockRun[] }[];
 }
 
 export async function planRestore(backend: Backend, catalog: Catalog, id: string, signal?: AbortSignal): Promise<RestorePlan> {
   const chain = await resolveChain(catalog, id);
   const layers: Layer[] = [];
+  let hashes: HashList | undefined;
   for (const rec of chain) {
     const loc = locate(rec);
     if (rec.repository !== backend.url) {
@@ -104,19 +126,22 @@ export async function planRestore(backend: Backend, catalog: Catalog, id: string
     const meta = await readMetadata(backend, loc, { signal });
     const sha = await readSha256File(backend, loc, { signal });
     const parent = layers.at(-1);
-    if (parent && sha.blockSize !== parent.sha.blockSize) {
-      throw new IntegrityError(`backup ${rec.id}: sha block size ${sha.blockSize} differs from its parent's ${parent.sha.blockSize}`, {
+    if (parent && sha.blockSize !== parent.blockSize) {
+      throw new IntegrityError(`backup ${rec.id}: sha block size ${sha.blockSize} differs from its parent's ${parent.blockSize}`, {
         backupId: rec.id,
       });
     }
     await checkListing(backend, loc, meta, { signal });
-    layers.push({ loc, meta, sha, bytes: layerLength(meta, sha, parent, rec.id) });
+    const count = blockCount(sha);
+    layers.push({ loc, meta, ...count, bytes: layerLength(meta, count, parent, rec.id) });
+    // Blocks are checked against the target's list only: an ancestor's goes once it is counted.
+    hashes = sha.sha256s;
   }
   const target = layers.at(-1)!;
-  const bs = target.sha.blockSize;
+  const bs = target.blockSize;
   const nBlocks = Math.ceil(target.bytes / bs);
-  if (nBlocks !== target.sha.sha256s.length) {
-    throw new IntegrityError(`backup ${id}: volume of ${target.bytes} bytes needs ${nBlocks} hashes, sha256file has ${target.sha.sha256s.length}`, {
+  if (nBlocks !== target.blocks) {
+    throw new IntegrityError(`backup ${id}: volume of ${target.bytes} bytes needs ${nBlocks} hashes, sha256file has ${target.blocks}`, {
       backupId: id,
     });
   }
@@ -135,21 +160,21 @@ export async function planRestore(backend: Backend, catalog: Catalog, id: string
       for (let b = object.offset / bs; b < last; b++) owner[b] = k;
     }
   }
-  const runsOf = new Map<number, RestoreRun[]>();
+  const runsOf = new Map<number, BlockRun[]>();
   for (let b = 0; b < nBlocks; ) {
     const k = owner[b]!;
     if (k < 0) throw new IntegrityError(`backup ${id}: no object of its chain covers volume offset ${b * bs}`, { backupId: id, offset: b * bs });
     let e = b + 1;
     while (e < nBlocks && owner[e] === k) e++;
     const runs = runsOf.get(k) ?? [];
-    runs.push({ block: b, count: e - b, hashes: target.sha.sha256s.slice(b, e) });
+    runs.push({ block: b, count: e - b });
     runsOf.set(k, runs);
     b = e;
   }
   const reads = [...runsOf.entries()]
     .sort((a, b) => a[1][0]!.block - b[1][0]!.block)
     .map(([k, runs]) => ({ ...all[k]!, runs }));
-  return { chain, layers, bytes: target.bytes, blockSize: bs, reads };
+  return { chain, layers, bytes: target.bytes, blockSize: bs, hashes: hashes!, reads };
 }
 
 export interface RestoreOptions extends ProgressOptions {
@@ -347,8 +372,9 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
       });
       const r = await pool.run({
         kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
-        offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes, runs, into,
-        fillZeros: out !== undefined && !out.sparse,
+        offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes,
+        runs: runs.map((run) => ({ ...run, hashes: plan.hashes.copy(run.block, run.block + run.count) })),
+        into, fillZeros: out !== undefined && !out.sparse,
       });
       const sparse = out?.sparse ?? true;
       let first = 0; // index of this run's first block in r.zero

@@ -92,7 +92,9 @@ export class WorkerPool {
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject, slot });
       if (slot.busy++ === 0) slot.worker.ref();
-      postWithTransfer(slot.worker, { seq, job }, [job.data]);
+      // The hashes sent with a job are copies made for it: they move to the thread.
+      const hashes = job.kind === 'backup' ? (job.parentHashes ? [job.parentHashes] : []) : job.runs.map((r) => r.hashes);
+      postWithTransfer(slot.worker, { seq, job }, [job.data, ...hashes]);
     });
   }
 

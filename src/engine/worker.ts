@@ -7,7 +7,7 @@ import { postWithTransfer } from './transfer.js';
 parentPort!.on('message', async ({ seq, job }: { seq: number; job: BackupChunkJob | RestoreObjectJob }) => {
   try {
     const result = job.kind === 'backup' ? await processBackupChunk(job) : await processRestoreObject(job);
-    const views: Uint8Array[] = 'extents' in result ? result.extents.map((e) => e.data) : [];
+    const views: Uint8Array[] = 'extents' in result ? [result.hashes, ...result.extents.map((e) => e.data)] : [];
     postWithTransfer(parentPort!, { seq, result }, views);
   } catch (err) {
     const e = err as Error;

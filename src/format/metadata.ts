@@ -3,6 +3,7 @@ import { IntegrityError } from '../errors.js';
 import {
   CLOSE_BRACKET, COMMA, JsonSyntaxError, OPEN_BRACKET, QUOTE, containerEnd, skipWhitespace, unexpectedAt, valueEnd, visitMembers,
 } from './jsonbytes.js';
+import { DIGEST_BYTES, HashList, decodeHexDigest, encodeHexDigest } from './hash-list.js';
 import { FORMAT_VERSION } from './naming.js';
 import { pyJsonDumps, type PyJson } from './pyjson.js';
 
@@ -132,7 +133,7 @@ export function decodeMetadata(raw: Buffer, where: Where): BackupMetadata {
 export interface Sha256File extends BackupHeader {
   /** The sha block size (Cinder calls it chunk_size). */
   blockSize: number;
-  sha256s: string[];
+  sha256s: HashList;
 }
 
 /** The largest Buffer this Node.js can allocate, so the largest sha256file that can be built. */
@@ -163,13 +164,6 @@ const EMPTY_LIST_MEMBER = '\n  "sha256s": []';
 const HASH_LINE = Buffer.from(`    "${'0'.repeat(64)}",\n`, 'latin1');
 const HASH_AT = 5;
 
-/** Per byte: NOT_HEX, UPPER_HEX or 0 (a digit or a-f); OR-ed over a digest, they tell what it holds. */
-const NOT_HEX = 1;
-const UPPER_HEX = 2;
-const HEX_CLASS = new Uint8Array(256).fill(NOT_HEX);
-for (const c of '0123456789abcdef') HEX_CLASS[c.charCodeAt(0)] = 0;
-for (const c of 'ABCDEF') HEX_CLASS[c.charCodeAt(0)] = UPPER_HEX;
-
 /** The byte length of the sha256file `encodeSha256File` writes for `count` hashes. */
 export function sha256FileLength(s: Omit<Sha256File, 'sha256s'>, count: number): number {
   const { head, tail } = sha256FileFrame(s);
@@ -183,8 +177,9 @@ export function sha256FileCapacity(s: Omit<Sha256File, 'sha256s'>): number {
 }
 
 /**
- * Writes the sha256file as Cinder does (`json.dumps(sort_keys=True, indent=2)`), straight into
- * one Buffer: the text is ASCII and larger than a JS string may be for big volumes.
+ * Writes the sha256file as Cinder does (`json.dumps(sort_keys=True, indent=2)`, lowercase hex
+ * as `hexdigest()` gives), straight into one Buffer: the text is ASCII and larger than a JS
+ * string may be for big volumes.
  */
 export function encodeSha256File(s: Sha256File): Buffer {
   const { head, tail } = sha256FileFrame(s);
@@ -202,64 +197,48 @@ export function encodeSha256File(s: Sha256File): Buffer {
   // Every line but the last ends with ",\n"; the last stops after its closing quote.
   const end = first + n * HASH_LINE.length - 2;
   out.fill(HASH_LINE, first, end);
-  const notDigest = (i: number) => new TypeError(`sha256s[${i}] is not a SHA-256 hex digest`);
-  for (let i = 0; i < n; i++) {
-    const h = hashes[i];
-    // As UTF-8, 64 bytes are written from 64 characters only if all are ASCII.
-    if (typeof h !== 'string' || h.length !== 64 || out.write(h, first + i * HASH_LINE.length + HASH_AT, 64, 'utf8') !== 64) {
-      throw notDigest(i);
-    }
-  }
-  let seen = 0;
-  for (let i = 0; i < n; i++) {
-    const q = first + i * HASH_LINE.length + HASH_AT;
-    for (let j = q; j < q + 64; j++) seen |= HEX_CLASS[out[j]!]!;
-  }
-  if (seen & NOT_HEX) throw notDigest(hashes.findIndex((h) => !/^[0-9a-fA-F]{64}$/.test(h)));
+  for (let i = 0; i < n; i++) encodeHexDigest(hashes.bytes, i * DIGEST_BYTES, out, first + i * HASH_LINE.length + HASH_AT);
   out.write('\n  ' + tail, end, 'latin1');
   return out;
 }
 
 /** A `sha256s` list at [start, end): its digests, up to the first entry that is not one (`bad`, its index). */
-interface HashList {
+interface ListRead {
   start: number;
   end: number;
-  hashes: string[];
+  hashes: HashList;
   bad?: number;
 }
 
+/** The fewest bytes an entry of the list takes: its quoted digits and a separator (or the `]`). */
+const ENTRY_BYTES = 2 * DIGEST_BYTES + 3;
+
 /**
- * Reads the list whose `[` is at `start`: 64-hex strings, separated by commas and whitespace.
- * Entries are taken straight from the bytes (uppercase digits are lowercased); an entry of any
- * other kind ends the reading, the rest of the list being skipped.
+ * Reads the list whose `[` is at `start`: 64-hex strings (either case), separated by commas and
+ * whitespace, packed straight from the bytes. An entry of any other kind ends the reading, the
+ * rest of the list being skipped.
  */
-function readHashList(raw: Buffer, start: number): HashList {
-  const hashes: string[] = [];
+function readHashList(raw: Buffer, start: number): ListRead {
   let p = skipWhitespace(raw, start + 1);
-  if (raw[p] === CLOSE_BRACKET) return { start, end: p + 1, hashes };
-  for (;;) {
-    const h = raw[p] === QUOTE && raw[p + 65] === QUOTE ? hexAt(raw, p + 1) : undefined;
-    if (h === undefined) {
+  if (raw[p] === CLOSE_BRACKET) return { start, end: p + 1, hashes: new HashList() };
+  // Room for as many entries as the rest of the text could hold; the pages of what is not
+  // written are never touched, so they take no memory.
+  const out = Buffer.allocUnsafe(Math.floor((raw.length - p) / ENTRY_BYTES + 1) * DIGEST_BYTES);
+  const read = (n: number) => new HashList(out.subarray(0, n * DIGEST_BYTES));
+  for (let n = 0; ; ) {
+    // The closing quote is looked at first: every digit before it is then inside the text.
+    if (!(raw[p + 65] === QUOTE && raw[p] === QUOTE && decodeHexDigest(raw, p + 1, out, n * DIGEST_BYTES))) {
       // A value of another kind is a wrong entry; no value at all is broken JSON.
       if (!VALUE_START[raw[p] ?? 0]) throw unexpectedAt(raw, p, ` in "sha256s"`);
-      return { start, end: containerEnd(raw, valueEnd(raw, p), 1), hashes, bad: hashes.length };
+      return { start, end: containerEnd(raw, valueEnd(raw, p), 1), hashes: read(n), bad: n };
     }
-    hashes.push(h);
+    n++;
     p = skipWhitespace(raw, p + 66);
     const c = raw[p];
     if (c === COMMA) p = skipWhitespace(raw, p + 1);
-    else if (c === CLOSE_BRACKET) return { start, end: p + 1, hashes };
+    else if (c === CLOSE_BRACKET) return { start, end: p + 1, hashes: read(n) };
     else throw unexpectedAt(raw, p, ` in "sha256s"`);
   }
-}
-
-/** The 64 hex digits at `p` as a lowercase string, or undefined if they are not all hex. */
-function hexAt(raw: Buffer, p: number): string | undefined {
-  let seen = 0;
-  for (let i = p; i < p + 64; i++) seen |= HEX_CLASS[raw[i]!]!;
-  if (seen & NOT_HEX) return undefined;
-  const h = raw.toString('latin1', p, p + 64);
-  return seen & UPPER_HEX ? h.toLowerCase() : h;
 }
 
 /** Bytes a JSON value can start with. */
@@ -269,12 +248,12 @@ for (const c of '"-0123456789tfn[{') VALUE_START[c.charCodeAt(0)] = 1;
 const EMPTY_LIST = Buffer.from('[]');
 
 /**
- * Parses the sha256file. Its `sha256s` list is read from the bytes (the document of a large
- * volume is larger than a JS string may be); the rest, small, goes through JSON.parse with the
+ * Parses the sha256file. Its `sha256s` list is packed straight from the bytes (the document of
+ * a large volume is larger than a JS string may be); the rest, small, goes through JSON.parse with the
  * list cut out. Any JSON layout is accepted; the last `sha256s` member counts, as in JSON.parse.
  */
 export function decodeSha256File(raw: Buffer, where: Where): Sha256File {
-  const lists: HashList[] = [];
+  const lists: ListRead[] = [];
   let isObject: boolean;
   try {
     isObject = visitMembers(raw, (name, start) => {

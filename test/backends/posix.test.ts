@@ -35,6 +35,66 @@ describe('posix errors', () => {
   });
 });
 
+describe('posix objects of any size a Buffer can hold', () => {
+  const GiB = 1024 ** 3;
+  const repo = path.join(tmp.dir, 'large');
+  const b = new PosixBackend(repo);
+
+  const zeros = (data: Buffer) => {
+    const none = Buffer.alloc(64 * 1024 * 1024);
+    for (let at = 0; at < data.length; at += none.length) {
+      const piece = data.subarray(at, at + none.length);
+      if (!piece.equals(none.subarray(0, piece.length))) return false;
+    }
+    return true;
+  };
+
+  /** A sparse object of `size` bytes: no disk blocks but those of the bytes written. */
+  function sparseObject(name: string, size: number, marks: Record<number, string> = {}): string {
+    fs.mkdirSync(path.join(repo, 'c'), { recursive: true });
+    const file = path.join(repo, 'c', name);
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, size);
+    const fd = fs.openSync(file, 'r+');
+    try {
+      for (const [at, text] of Object.entries(marks)) fs.writeSync(fd, text, Number(at));
+    } finally {
+      fs.closeSync(fd);
+    }
+    return file;
+  }
+
+  it('reads an object larger than 2 GiB (fs.readFile refuses those)', { timeout: 300_000 }, async () => {
+    const size = 2 * GiB + 4097;
+    // Marks at the start, across the 2 GiB line, and at the end.
+    const file = sparseObject('x_sha256file', size, { 0: 'first', [2 * GiB - 3]: 'across', [size - 4]: 'last' });
+    try {
+      let got: Buffer | undefined = await b.get('c', 'x_sha256file');
+      assert.equal(got.length, size);
+      assert.equal(got.toString('latin1', 0, 5), 'first');
+      assert.equal(got.toString('latin1', 2 * GiB - 3, 2 * GiB + 3), 'across');
+      assert.equal(got.toString('latin1', size - 4), 'last');
+      assert.ok(zeros(got.subarray(5, 2 * GiB - 3)) && zeros(got.subarray(2 * GiB + 3, size - 4)), 'zeros between the marks');
+      got = undefined;
+    } finally {
+      fs.rmSync(file);
+    }
+  });
+
+  it('names an object larger than a Buffer can hold', async () => {
+    const size = 4 * GiB + 1;
+    const file = sparseObject('huge-00001', size);
+    try {
+      await assert.rejects(b.get('c', 'huge-00001'), {
+        name: 'BackendError',
+        message: `cannot read ${file}: File size (${size}) is greater than ${4 * GiB} bytes, the most one Buffer can hold`,
+      });
+    } finally {
+      fs.rmSync(file);
+    }
+  });
+});
+
 describe('posix durability', () => {
   it('fsyncs the directories a new container was created in, not only the container', async () => {
     const repo = path.join(tmp.dir, 'durable');

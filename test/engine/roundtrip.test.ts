@@ -9,11 +9,12 @@ import type { Worker } from 'node:worker_threads';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
 import { runBackup } from '../../src/engine/backup.js';
+import { locate, readMetadata, readSha256File } from '../../src/engine/repository.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openSource } from '../../src/engine/source.js';
 import { renewedIfBroken, WorkerPool } from '../../src/engine/worker-pool.js';
 import { ConflictError, IntegrityError, InvalidInputError } from '../../src/errors.js';
-import { makeRepo, mixedVolume, pseudoRandom, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
+import { makeRepo, mixedVolume, pseudoRandom, sha256, SMALL, threadCount, type Repo } from '../support/engine-helpers.js';
 
 describe('backup/restore round trips', () => {
   let repo: Repo;
@@ -88,6 +89,42 @@ describe('backup/restore round trips', () => {
     const shrank = grewMuch.subarray(0, 150 * 1024 + 3);
     const regrew = Buffer.concat([shrank, Buffer.alloc(100 * 1024)]);
     await chain('grow-shrink', [base, grewTail, grewMuch, shrank, regrew]);
+  });
+
+  it('an incremental against a parent of many blocks stores exactly the changed runs of blocks', { timeout: 120_000 }, async () => {
+    const bs = 512;
+    const chunkSize = 64 * 1024;
+    const v1 = mixedVolume(24 * 1024 * 1024 + 300); // 49153 blocks, the last one partial
+    const v2 = Buffer.concat([v1, pseudoRandom(700, 9)]); // grown: its old last block changes, two are new
+    v2[0] ^= 1;
+    pseudoRandom(3 * bs, 5).copy(v2, 1000 * bs);
+    pseudoRandom(4 * bs, 6).copy(v2, 254 * bs); // across a chunk boundary: two runs
+    v2[20001 * bs - 1] ^= 0x80; // the last byte of a block
+    v2.fill(0, 30_000 * bs, 30_010 * bs); // data or zeros made zeros
+    v2.fill(7, 40_000 * bs + 3, 40_000 * bs + 4); // one byte in what may be zeros
+    // The changed runs as Cinder finds them: blocks whose SHA-256 differs from the parent's
+    // at the same index (or that the parent has not), runs cut at chunk boundaries.
+    const blockHashes = (v: Buffer) => Array.from({ length: Math.ceil(v.length / bs) }, (_, i) => sha256(v.subarray(i * bs, (i + 1) * bs)));
+    const before = blockHashes(v1);
+    const expected: { offset: number; length: number }[] = [];
+    blockHashes(v2).forEach((h, i) => {
+      if (h === before[i]) return;
+      const last = expected.at(-1);
+      const offset = i * bs;
+      const length = Math.min(bs, v2.length - offset);
+      if (last && last.offset + last.length === offset && offset % chunkSize !== 0) last.length += length;
+      else expected.push({ offset, length });
+    });
+    assert.equal(expected.length, 8);
+
+    const opts = { volumeId: 'many-blocks', shaBlockSize: bs, chunkSize, threads: 2 };
+    await repo.backup(repo.file('many-blocks-0.img', v1), opts);
+    const r = await repo.backup(repo.file('many-blocks-1.img', v2), { ...opts, incremental: true });
+    const meta = await readMetadata(repo.backend, locate((await repo.catalog.get(r.id))!));
+    assert.deepEqual(meta.objects.map(({ offset, length }) => ({ offset, length })), expected);
+    const sha = await readSha256File(repo.backend, locate((await repo.catalog.get(r.id))!));
+    assert.deepEqual(Array.from({ length: sha.sha256s.length }, (_, i) => sha.sha256s.hexAt(i)), blockHashes(v2));
+    assert.ok((await restore(r.id)).equals(v2));
   });
 
   it('an unchanged volume gives an incremental without objects', async () => {

@@ -1,0 +1,50 @@
+/**
+ * Reading a whole file into one Buffer. fs.readFile refuses files over 2 GiB, but an object
+ * may be as large as a Buffer can be (a sha256file of a large volume, a large chunk): the
+ * file is read into one Buffer of its size, a piece at a time.
+ */
+import { constants } from 'node:buffer';
+import { promises as fsp } from 'node:fs';
+
+/** Bytes per read: one read(2) returns at most 2 GiB - 4 KiB. */
+export const READ_PIECE = 8 * 1024 * 1024;
+
+export interface ReadWholeOptions {
+  signal?: AbortSignal;
+  /** Bytes per read (tests use small ones). */
+  piece?: number;
+}
+
+/**
+ * The file's bytes, as fs.readFile gives them: up to its end at the time of reading (a file
+ * that shrinks gives what is left), in memory of their own (which can move to a worker
+ * thread); an abort rejects with an AbortError whose cause is the signal's reason.
+ */
+export async function readWhole(file: string, o: ReadWholeOptions = {}): Promise<Buffer> {
+  const piece = o.piece ?? READ_PIECE;
+  const checkAborted = () => {
+    if (!o.signal?.aborted) return;
+    const err = new Error('The operation was aborted', { cause: o.signal.reason });
+    err.name = 'AbortError';
+    throw err;
+  };
+  checkAborted();
+  const fh = await fsp.open(file, 'r');
+  try {
+    const { size } = await fh.stat();
+    if (size > constants.MAX_LENGTH) {
+      throw new RangeError(`File size (${size}) is greater than ${constants.MAX_LENGTH} bytes, the most one Buffer can hold`);
+    }
+    const out = Buffer.allocUnsafeSlow(size);
+    let at = 0;
+    while (at < size) {
+      checkAborted();
+      const { bytesRead } = await fh.read(out, at, Math.min(piece, size - at), at);
+      if (bytesRead === 0) break;
+      at += bytesRead;
+    }
+    return at === size ? out : out.subarray(0, at);
+  } finally {
+    await fh.close();
+  }
+}
