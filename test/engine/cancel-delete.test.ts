@@ -49,6 +49,31 @@ describe('cancellation, failures and delete', () => {
     assert.deepEqual(objectsOf(rec.container!), []);
   });
 
+  it('a cancel that comes while the backup is being set up stops it too: no object, an error record', async () => {
+    const ac = new AbortController();
+    // The signal (a SIGTERM) lands while the repository is checked, before the backup is recorded.
+    const cancelling: Backend = Object.create(repo.backend, {
+      ensureContainer: {
+        value: async (c: string, o?: object) => {
+          await repo.backend.ensureContainer(c, o);
+          ac.abort(new CancelledError('cancelled by SIGTERM'));
+        },
+      },
+    });
+    const source = await openSource(repo.file('early-cancel.img', mixedVolume(640 * 1024, 4)));
+    const id = 'a0000000-0000-4000-8000-000000000007';
+    try {
+      await assert.rejects(runBackup({ backend: cancelling, catalog: repo.catalog, source, volumeId: 'early-cancel', ...SMALL, signal: ac.signal, backupId: id }),
+        (err: Error) => err instanceof CancelledError && /cancelled by SIGTERM/.test(err.message));
+    } finally {
+      await source.close();
+    }
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /cancelled by SIGTERM/);
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
   /** A backup of a slow stream in flight (300 ms in), and the catalog as another process sees it. */
   async function inFlight(id: string, volumeId: string) {
     const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
