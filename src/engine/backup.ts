@@ -320,6 +320,9 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
     stop.abort(new CancelledError(`backup ${id}: ${why}`, { backupId: id }));
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
+  // A cancel that came while the backup was being set up (threads, parent, container, record)
+  // fires no event now: it was lost, and the backup ran on as if never cancelled.
+  if (o.signal?.aborted) onAbort();
   let deletedByUser = false;
   // Another process may end the backup: a delete (`deleting`), or a service that gave this
   // writer up for dead (`error`, its objects removed). Either way this writer stops.

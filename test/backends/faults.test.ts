@@ -223,13 +223,17 @@ describe('what an object store answers is checked, and its faults retried call b
   it('a cancel does not wait for a write the store sits on: it gets its moment, then the backup stops', { timeout: 120_000 }, async () => {
     // The store never answers one PUT, and the client would wait an hour for it: a backup that waited
     // for its writes before looking at the cancel hangs here (the test's own timeout fails it).
-    const decide: FaultProxyOptions['decide'] = (r) => (r.method === 'PUT' && object('00003').test(r.path) ? 'stall' : undefined);
+    // The cancel comes once the store sits on that PUT.
+    const cancel = new AbortController();
+    const decide: FaultProxyOptions['decide'] = (r) => {
+      if (r.method !== 'PUT' || !object('00003').test(r.path)) return undefined;
+      setImmediate(() => cancel.abort(new CancelledError('cancelled by SIGTERM')));
+      return 'stall';
+    };
     await withStores('sits-on', { decide }, async ({ bucket, store, proxy, backend, catalog }) => {
       const file = path.join(tmp.dir, 'sits-on.img');
       writeFileSync(file, randomBytes(6 * 64 * 1024));
       const source = await openSource(file);
-      const cancel = new AbortController();
-      setTimeout(() => cancel.abort(new CancelledError('cancelled by SIGTERM')), 1500); // every other object is stored by then
       try {
         await assert.rejects(runBackup({ backend, catalog, source, volumeId: 'sits-on', container: bucket, chunkSize: 64 * 1024, shaBlockSize: 4096, threads: 1, backupId: 'sits-on-1', signal: cancel.signal }),
           /cancelled by SIGTERM/);

@@ -1,6 +1,6 @@
 /** The chunkvault command as a user runs it: JSON results, clear one-line errors, exit codes. */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as net from 'node:net';
@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { scratch } from '../support/cinder-fixtures.js';
 import { mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
+import { hasOpen, waitFor } from '../support/wait.js';
 
 /** Every key, at any depth, that is not snake_case. */
 function camelCaseKeys(value: unknown): string[] {
@@ -42,6 +43,9 @@ describe('chunkvault CLI', () => {
   /** The command with a terminal for stdin, stdout and stderr (`script` gives it one); its output is stdout. */
   const onTerminal = (...args: string[]) =>
     spawnSync('script', ['-qec', [process.execPath, MAIN, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env, encoding: 'utf8', cwd: tmp.dir });
+  /** Until `child` has the catalog open (Node has started, its command is under way), or has ended. */
+  const underWay = (child: ChildProcess) => waitFor('the command to open its catalog', () =>
+    child.exitCode !== null || child.signalCode !== null || hasOpen(child.pid!, env.CHUNKVAULT_CATALOG));
   const failsCleanly = (r: ReturnType<typeof cv>, code: number, pattern: RegExp) => {
     assert.equal(r.status, code, r.stderr);
     assert.equal(r.stdout, '');
@@ -262,17 +266,20 @@ describe('chunkvault CLI', () => {
     const big = file('interrupted.img', pseudoRandom(64 << 20, 13));
     const { id } = json('backup', big, '--chunk-size', '1M', '--volume-id', 'interrupted');
     const outcomes: string[] = [];
-    for (const [i, delay] of [400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300].entries()) {
+    // Moments from the command's start (its catalog open: a loaded machine may take seconds to
+    // get there) to past its end.
+    for (const [i, delay] of [0, 25, 50, 100, 200, 400, 600, 800, 1200, 1600].entries()) {
       const target = path.join(tmp.dir, `interrupted-${i}.img`);
       const args = i % 2 ? ['verify', id] : ['restore', id, target];
       const child = spawn(process.execPath, [MAIN, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       const exited = new Promise<[number | null, string | null]>((r) => child.on('close', (c, sig) => r([c, sig])));
+      await underWay(child);
       await new Promise((r) => setTimeout(r, delay));
       child.kill('SIGINT');
       const [code, signal] = await exited;
-      outcomes.push(`${args[0]} after ${delay} ms: ${code ?? signal} ${stderr.trim()}`);
+      outcomes.push(`${args[0]} ${delay} ms after it opened its catalog: ${code ?? signal} ${stderr.trim()}`);
       // Finished before the signal (0), cancelled (130) and said so, or stopped by the signal
       // before Node had started the command (a slow start): never an "unexpected failure".
       const beforeStart = signal === 'SIGINT' && stderr === '';
@@ -301,9 +308,18 @@ describe('chunkvault CLI', () => {
     const child = spawn(process.execPath, [MAIN, 'backup', '-', '--volume-id', 'sigterm-vol', '--chunk-size', '64K', '--json'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
-    child.stdin.write(pseudoRandom(2 << 20, 3)); // then the pipe stays open: the backup is in flight
-    await new Promise((r) => setTimeout(r, 1500));
+    // The volume's first 2 MiB, taken in (an unread rest would meet a closed pipe); then the pipe
+    // stays open: the backup is in flight.
+    await new Promise((r) => child.stdin.write(pseudoRandom(2 << 20, 3), r));
     const exited = new Promise((r) => child.on('exit', r));
+    await waitFor('the backup to store objects', () => {
+      const rec = json('list', '--all').find((x: { volume_id: string }) => x.volume_id === 'sigterm-vol');
+      try {
+        return rec?.status === 'creating' && readdirSync(path.join(tmp.dir, 'repo', rec.container)).length > 0;
+      } catch {
+        return false; // no object yet
+      }
+    });
     child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 5));
     // A second signal (an impatient user) lets the clean-up finish; it says how to quit at once.

@@ -12,6 +12,7 @@ import { deleteBackup } from '../../src/engine/delete.js';
 import { openSource } from '../../src/engine/source.js';
 import { BackendError, CancelledError, ConflictError, VolumeIOError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+import { waitFor } from '../support/wait.js';
 
 /** A source that yields `chunks` pieces slowly, so a backup stays in flight. */
 async function* slowly(chunks: number, size: number) {
@@ -35,12 +36,18 @@ describe('cancellation, failures and delete', () => {
       return [];
     }
   };
+  /** Until backup `id` is being written and has stored objects (a cancel then has something to clean up). */
+  const storing = (id: string) => waitFor(`backup ${id} to store objects`, async () => {
+    const rec = await repo.catalog.get(id);
+    return rec?.status === 'creating' && rec.container !== null && objectsOf(rec.container).length > 0;
+  });
 
   it('a backup aborted through its signal leaves no object and an error record', async () => {
     const ac = new AbortController();
     const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
     const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId: 'abort', ...SMALL, signal: ac.signal, backupId: 'a0000000-0000-4000-8000-000000000001' });
-    await sleep(300);
+    running.catch(() => {});
+    await storing('a0000000-0000-4000-8000-000000000001');
     ac.abort(new CancelledError('cancelled by SIGINT'));
     await assert.rejects(running, (err: Error) => err instanceof CancelledError && /cancelled by SIGINT/.test(err.message));
     const rec = (await repo.catalog.get('a0000000-0000-4000-8000-000000000001'))!;
@@ -49,13 +56,38 @@ describe('cancellation, failures and delete', () => {
     assert.deepEqual(objectsOf(rec.container!), []);
   });
 
-  /** A backup of a slow stream in flight (300 ms in), and the catalog as another process sees it. */
+  it('a cancel that comes while the backup is being set up stops it too: no object, an error record', async () => {
+    const ac = new AbortController();
+    // The signal (a SIGTERM) lands while the repository is checked, before the backup is recorded.
+    const cancelling: Backend = Object.create(repo.backend, {
+      ensureContainer: {
+        value: async (c: string, o?: object) => {
+          await repo.backend.ensureContainer(c, o);
+          ac.abort(new CancelledError('cancelled by SIGTERM'));
+        },
+      },
+    });
+    const source = await openSource(repo.file('early-cancel.img', mixedVolume(640 * 1024, 4)));
+    const id = 'a0000000-0000-4000-8000-000000000007';
+    try {
+      await assert.rejects(runBackup({ backend: cancelling, catalog: repo.catalog, source, volumeId: 'early-cancel', ...SMALL, signal: ac.signal, backupId: id }),
+        (err: Error) => err instanceof CancelledError && /cancelled by SIGTERM/.test(err.message));
+    } finally {
+      await source.close();
+    }
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.match(rec.fail_reason!, /cancelled by SIGTERM/);
+    assert.deepEqual(objectsOf(rec.container!), []);
+  });
+
+  /** A backup of a slow stream in flight (objects stored, more to come), and the catalog as another process sees it. */
   async function inFlight(id: string, volumeId: string) {
     const other = new SqliteCatalog(path.join(repo.dir, 'catalog.db'));
     const source = await openSource('-', Readable.from(slowly(400, 16 * 1024)));
     const running = runBackup({ backend: repo.backend, catalog: repo.catalog, source, volumeId, ...SMALL, backupId: id, cancelPollMs: 50 });
     running.catch(() => {});
-    await sleep(300);
+    await storing(id);
     return { other, running };
   }
 

@@ -55,7 +55,8 @@ describe('service: Swift repository behind a slow link', () => {
       const target = path.join(vols, 'restored.img');
       const job = (await svc.request('POST', `/v1/backups/${id}/restore`, { target })).body.restore.job_id;
       await svc.until(`/v1/jobs/${job}`, (x) => x.job.status === 'running');
-      assert.equal((await svc.request('GET', `/v1/backups/${id}`)).body.backup.status, 'restoring');
+      // Claimed, and then (not at once) the backup is taken for the restore.
+      await svc.until(`/v1/backups/${id}`, (x) => x.backup.status === 'restoring');
       assert.equal((await svc.request('DELETE', `/v1/backups/${id}`)).status, 409, 'a backup being restored cannot be deleted');
       const cancel = await svc.request('POST', `/v1/jobs/${job}/cancel`);
       assert.equal(cancel.status, 202);

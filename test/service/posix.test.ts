@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +15,7 @@ import { scratch } from '../support/cinder-fixtures.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
 import { dropDatabase, freshDatabase } from '../support/pg-server.js';
 import { startService, startThrottleProxy, type RunningService } from '../support/service.js';
+import { hasOpen, waitFor } from '../support/wait.js';
 import { MiB, fifoVolume, fleetScenario, objectsUnder } from './scenarios.js';
 
 const tmp = scratch('service-posix');
@@ -361,7 +363,8 @@ describe('service: graceful shutdown', () => {
       const waiting = (await svc.request('POST', '/v1/backups', { volume: path.join(dir, 'other.img'), volume_id: 'vol-o' })).body.backup;
       const exited = new Promise<number | null>((r) => svc.proc.once('exit', (code) => r(code)));
       svc.proc.kill('SIGTERM');
-      await sleep(1000);
+      // The running job ends only once its worker has heard the stop.
+      await waitFor('the worker to hear the stop', () => /"name":"chunkvault-worker".*"msg":"shutting down"/.test(svc.logs()));
       await writer.write(pseudoRandom(MiB, 3));
       await writer.close();
       const early = await Promise.race([exited, sleep(60_000).then(() => 'still running')]);
@@ -463,7 +466,7 @@ describe('service: catalog outage', () => {
 });
 
 /** The service with its PostgreSQL catalog reached through a proxy that can hold back or cut off answers. */
-async function serviceBehindProxy(label: string, o: { workers: number; shutdownSeconds?: number }) {
+async function serviceBehindProxy(label: string, o: { workers: number; shutdownSeconds?: number; leaseSeconds?: number }) {
   const dir = path.join(tmp.dir, label);
   mkdirSync(dir, { recursive: true });
   const db = new URL(await freshDatabase());
@@ -510,7 +513,8 @@ describe('service: a catalog that stops answering', () => {
 
 describe('service: a catalog that goes away while a job finishes', () => {
   it('records the outcome once it is back: a restore that finished is succeeded, its backup available', async () => {
-    const { svc, proxy, dir } = await serviceBehindProxy('catalog-gone', { workers: 1 });
+    // A lease longer than the outage: a job whose lease ran out meanwhile is no longer its worker's to record.
+    const { svc, proxy, dir } = await serviceBehindProxy('catalog-gone', { workers: 1, leaseSeconds: 30 });
     try {
       const volume = pseudoRandom(3 * MiB, 41);
       writeFileSync(path.join(dir, 'v.img'), volume);
@@ -519,12 +523,19 @@ describe('service: a catalog that goes away while a job finishes', () => {
       // A restore into a pipe: it finishes when the test reads it, which it does with the catalog gone.
       const target = path.join(dir, 'out.pipe');
       execFileSync('mkfifo', [target]);
+      const reader = openSync(target, fsc.O_RDONLY | fsc.O_NONBLOCK); // there for the restore to find, not read yet
       const job = (await svc.request('POST', `/v1/backups/${id}/restore`, { target })).body.restore.job_id;
-      await svc.until(`/v1/jobs/${job}`, (b) => b.job.status === 'running');
+      const { worker } = (await svc.until(`/v1/jobs/${job}`, (b) => b.job.status === 'running')).job;
+      // The catalog goes once the restore writes its target: it has done what it needs the catalog for until it ends.
+      await waitFor('the restore to open its target', () => hasOpen(Number(worker.split(':').at(-1)), target));
       proxy.down = true;
-      const restored = readFileSync(target);
+      const restored = await new Promise<Buffer>((resolve, reject) => {
+        const parts: Buffer[] = [];
+        new net.Socket({ fd: reader, readable: true, writable: false })
+          .on('data', (d: Buffer) => parts.push(d)).on('end', () => resolve(Buffer.concat(parts))).on('error', reject);
+      });
       assert.ok(restored.equals(volume), 'the restore itself finished');
-      await sleep(1500); // its worker tries to record the outcome meanwhile
+      await waitFor('the worker to try to record the outcome', () => /could not record the job outcome yet: trying again/.test(svc.logs()));
       proxy.down = false;
       const ended = await svc.until(`/v1/jobs/${job}`, (b) => b.job.status !== 'running');
       assert.equal(ended.job.status, 'succeeded', JSON.stringify(ended.job));

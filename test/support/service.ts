@@ -49,18 +49,15 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
+/** Where `serve` logged it listens (a complete log line), once it has. */
+function listeningUrl(log: string): string | undefined {
+  const m = /"address":"([^"]+)"[^\n]*"msg":"API listening"[^\n]*\n/.exec(log);
+  return m ? `http://${m[1]}` : undefined;
 }
 
 export async function startService(o: ServiceOptions): Promise<RunningService> {
   const admin = randomBytes(16).toString('hex');
   const reader = randomBytes(16).toString('hex');
-  const port = await freePort();
   const env = {
     ...process.env,
     CHUNKVAULT_REPO: o.repo,
@@ -81,8 +78,10 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
     child.once('exit', () => spawned.delete(child));
     return child;
   };
-  const proc = launch(['serve', '--listen', `127.0.0.1:${port}`, '--workers', String(o.workers), ...common]);
-  const url = `http://127.0.0.1:${port}`;
+  // Port 0: the service takes a free port itself and logs it (a port found free beforehand may be
+  // another process's by the time the service binds it).
+  const proc = launch(['serve', '--listen', '127.0.0.1:0', '--workers', String(o.workers), ...common]);
+  let url = '';
   const request = async (method: string, route: string, body?: unknown, token: string | null = admin): Promise<Response> => {
     const headers: Record<string, string> = {};
     if (token !== null) headers.authorization = `Bearer ${token}`;
@@ -100,7 +99,8 @@ export async function startService(o: ServiceOptions): Promise<RunningService> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`service exited (${proc.exitCode}):\n${log}`);
-    const ok = await request('GET', '/healthz').then((r) => r.status === 200, () => false);
+    url ||= listeningUrl(log) ?? '';
+    const ok = url !== '' && await request('GET', '/healthz').then((r) => r.status === 200, () => false);
     if (ok) break;
     if (Date.now() > deadline) throw new Error(`service did not become healthy:\n${log}`);
     await sleep(100);

@@ -61,6 +61,8 @@ export interface KeystoneServer {
   authUrl: string;
   /** The Swift proxy that takes Keystone tokens (listed in the catalog as RegionOne's object-store). */
   swiftUrl: string;
+  /** Where RegionTwo's object-store endpoint points: a port nothing listens on. */
+  deadUrl: string;
   user: { username: string; password: string; projectName: string };
   admin: { username: string; password: string; projectName: string };
   outsider: { username: string; password: string };
@@ -78,6 +80,7 @@ export function keystoneServer(): KeystoneServer {
   keystone = {
     authUrl: vars.CHUNKVAULT_TEST_KEYSTONE_URL!,
     swiftUrl: vars.CHUNKVAULT_TEST_SWIFT_KEYSTONE_URL!,
+    deadUrl: vars.CHUNKVAULT_TEST_DEAD_URL!,
     user: { username: 'chunkvault', password: 'backup-secret', projectName: 'backups' },
     admin: { username: 'admin', password: 'admin-secret', projectName: 'admin' },
     outsider: { username: 'outsider', password: 'outsider-secret' },
