@@ -1,7 +1,7 @@
 /** What protects data around a restore or a delete: status while restoring, names that appear, sizes that change. */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,7 @@ import { openSource, type VolumeSource } from '../../src/engine/source.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { BackendError, ConflictError, IntegrityError, InvalidInputError, VolumeIOError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom, SMALL, type Repo } from '../support/engine-helpers.js';
+import { waitFor } from '../support/wait.js';
 
 /** host:pid of a process that has ended. */
 function deadWriter(): string {
@@ -140,15 +141,18 @@ describe('safeguards around restore and delete', () => {
     const { id } = await repo.backup(repo.file('locked.img', v), { volumeId: 'locked' });
     const target = repo.file('locked-target.img', pseudoRandom(v.length, 15));
     const lock = path.join(repo.dir, '.locked-target.img.chunkvault-lock');
-    let second: Promise<unknown> | undefined;
-    await restoreBackup({
-      backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1, progressEveryObjects: 1,
-      onProgress: () => {
-        second ??= restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1 })
-          .then(() => 'restored as well', (err: Error) => err);
-      },
+    // The first restore holds its lock while its data object reads wait: the second comes then, however slow the machine.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const held: Backend = Object.create(repo.backend, {
+      get: { value: async (c: string, n: string, o?: object) => (/-\d{5}$/.test(n) && (await released), repo.backend.get(c, n, o)) },
     });
-    const refusal = await second;
+    const first = restoreBackup({ backend: held, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1 });
+    await waitFor('the first restore to hold its lock', () => existsSync(lock));
+    const refusal = await restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: id, target, toExisting: true, threads: 1 })
+      .then(() => 'restored as well', (err: Error) => err);
+    release();
+    await first;
     assert.ok(refusal instanceof ConflictError, String(refusal));
     assert.equal(refusal.message, `${target} is being restored into by ${hostname()}:${process.pid} (its lock is ${lock})`);
     assert.ok(readFileSync(target).equals(v));
