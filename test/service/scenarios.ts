@@ -7,6 +7,7 @@ import type { Backend } from '../../src/backends/backend.js';
 import type { Catalog } from '../../src/catalog/catalog.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
 import type { RunningService } from '../support/service.js';
+import { waitFor } from '../support/wait.js';
 
 export const MiB = 1024 * 1024;
 const CHUNK = 512 * 1024;
@@ -58,6 +59,9 @@ export async function fleetScenario(svc: RunningService, dir: string, tag: strin
       files[v]!.push(f);
     }
   }
+  // Both workers claim from the start: a worker process slow to start on a loaded machine
+  // would otherwise find every job taken.
+  await waitFor('both workers to start', () => (svc.logs().match(/"worker started"/g) ?? []).length >= 2);
   const ids: string[][] = await Promise.all(files.map(async (rounds, v) => {
     const got: string[] = [];
     for (let r = 0; r < R; r++) {
