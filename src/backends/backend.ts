@@ -8,6 +8,8 @@
  */
 export interface CallOptions {
   signal?: AbortSignal;
+  /** Called each time the call is tried again after a transient fault (RetryBackend). */
+  onRetry?: () => void;
 }
 
 export interface ListOptions extends CallOptions {
@@ -72,9 +74,30 @@ export interface BackendStats {
   retries: number;
 }
 
-/** Retries performed so far by the backend (0 for backends that do not retry). */
-export function retriesSoFar(backend: Backend): number {
-  return (backend as { stats?: BackendStats }).stats?.retries ?? 0;
+/**
+ * A view of `backend` for one operation that counts the retries of its own calls only: other
+ * operations may share the backend at the same time (a service's API beside a job).
+ */
+export function countingRetries(backend: Backend): { backend: Backend; retries(): number } {
+  let retries = 0;
+  const counted = <O extends CallOptions>(opts?: O): O => ({ ...opts, onRetry: () => (retries++, opts?.onRetry?.()) }) as O;
+  const sweep = backend.sweep?.bind(backend);
+  const view: Backend = {
+    get kind() { return backend.kind; },
+    get url() { return backend.url; },
+    get nestedContainers() { return backend.nestedContainers; },
+    get defaultContainer() { return backend.defaultContainer; },
+    ensureContainer: (container, opts) => backend.ensureContainer(container, counted(opts)),
+    list: (container, prefix, opts) => backend.list(container, prefix, counted(opts)),
+    put: (container, name, data, opts) => backend.put(container, name, data, counted(opts)),
+    get: (container, name, opts) => backend.get(container, name, counted(opts)),
+    exists: (container, name, opts) => backend.exists(container, name, counted(opts)),
+    delete: (container, name, opts) => backend.delete(container, name, counted(opts)),
+    flush: (container, opts) => backend.flush(container, counted(opts)),
+    ...(sweep ? { sweep: (container: string, prefix: string, opts?: CallOptions) => sweep(container, prefix, counted(opts)) } : {}),
+    close: () => backend.close(),
+  };
+  return { backend: view, retries: () => retries };
 }
 
 /**

@@ -27,7 +27,7 @@ export class RetryBackend implements Backend {
   constructor(readonly inner: Backend, policy: Partial<RetryPolicy> = {}) {
     this.policy = { ...DEFAULT_RETRY, ...policy };
     const sweep = inner.sweep?.bind(inner);
-    if (sweep) this.sweep = (container, prefix, opts) => this.run(() => sweep(container, prefix, opts), opts?.signal);
+    if (sweep) this.sweep = (container, prefix, opts) => this.run(() => sweep(container, prefix, opts), opts);
   }
 
   get kind() {
@@ -43,8 +43,8 @@ export class RetryBackend implements Backend {
     return this.inner.defaultContainer;
   }
 
-  private async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const faults = this.faults(signal);
+  private async run<T>(fn: () => Promise<T>, opts?: CallOptions): Promise<T> {
+    const faults = this.faults(opts);
     for (;;) {
       try {
         return await fn();
@@ -59,7 +59,8 @@ export class RetryBackend implements Backend {
    * transient fault, and the fault that ends the tries. The time bound counts from the first
    * fault: a request that timed out is still tried again.
    */
-  private faults(signal?: AbortSignal) {
+  private faults(opts?: CallOptions) {
+    const signal = opts?.signal;
     let attempt = 0;
     let firstFault: number | undefined;
     return {
@@ -72,6 +73,7 @@ export class RetryBackend implements Backend {
           throw new TransientBackendError(`${err.message} (gave up after ${attempt} attempts)`, err.context);
         }
         this.stats.retries++;
+        opts?.onRetry?.();
         await sleep(delay, undefined, { signal });
       },
       /** A call that made progress (a listing page came through) starts its count again. */
@@ -83,12 +85,12 @@ export class RetryBackend implements Backend {
   }
 
   ensureContainer(container: string, opts?: CallOptions): Promise<void> {
-    return this.run(() => this.inner.ensureContainer(container, opts), opts?.signal);
+    return this.run(() => this.inner.ensureContainer(container, opts), opts);
   }
 
   async *list(container: string, prefix: string, opts?: ListOptions): AsyncIterable<string> {
     // Names come in order: after a fault the listing resumes after the last name it gave.
-    const faults = this.faults(opts?.signal);
+    const faults = this.faults(opts);
     let after = opts?.after;
     for (;;) {
       try {
@@ -105,23 +107,23 @@ export class RetryBackend implements Backend {
   }
 
   put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
-    return this.run(() => this.inner.put(container, name, data, opts), opts?.signal);
+    return this.run(() => this.inner.put(container, name, data, opts), opts);
   }
 
   get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
-    return this.run(() => this.inner.get(container, name, opts), opts?.signal);
+    return this.run(() => this.inner.get(container, name, opts), opts);
   }
 
   exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {
-    return this.run(() => this.inner.exists(container, name, opts), opts?.signal);
+    return this.run(() => this.inner.exists(container, name, opts), opts);
   }
 
   delete(container: string, name: string, opts?: CallOptions): Promise<void> {
-    return this.run(() => this.inner.delete(container, name, opts), opts?.signal);
+    return this.run(() => this.inner.delete(container, name, opts), opts);
   }
 
   flush(container: string, opts?: CallOptions): Promise<void> {
-    return this.run(() => this.inner.flush(container, opts), opts?.signal);
+    return this.run(() => this.inner.flush(container, opts), opts);
   }
 
   close(): Promise<void> {

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { retriesSoFar, type Backend } from '../backends/backend.js';
+import { countingRetries, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
@@ -233,11 +233,12 @@ export async function runBackup(o: BackupOptions): Promise<BackupResult> {
   if (o.backupId !== undefined) checkIdentifier(o.backupId, 'backup id');
   // Known to be empty up front (a file): refused before anything is recorded.
   if (o.source.size === 0) throw emptySource(o.source);
-  return withPool(o, (pool) => backupWith(o, pool));
+  // Every call counts, the parent's sha256file and the container check too.
+  const counter = countingRetries(o.backend);
+  return withPool(o, (pool) => backupWith({ ...o, backend: counter.backend }, pool, counter.retries));
 }
 
-async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupResult> {
-  const retriesBefore = retriesSoFar(o.backend); // the parent's sha256file and the container check count too
+async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => number): Promise<BackupResult> {
   const compression = writerLabel(o.compression ?? DEFAULT_COMPRESSION);
   const parent = await resolveParent(o);
   const parentSha = parent ? await readChain(o, parent) : undefined;
@@ -389,7 +390,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool): Promise<BackupRes
       id, volumeId: o.volumeId, parentId: parent?.id ?? null, kind: parent ? 'incremental' : 'full',
       repository: o.backend.url, container, prefix, bytes: result.bytes, objects: result.entries.length,
       storedBytes: result.storedBytes, zeroBlocks: result.zeroBlocks, seconds,
-      bytesPerSecond: seconds > 0 ? result.bytes / seconds : 0, retries: retriesSoFar(o.backend) - retriesBefore,
+      bytesPerSecond: seconds > 0 ? result.bytes / seconds : 0, retries: retries(),
     };
   } catch (err) {
     const reason = signal.aborted && signal.reason instanceof CancelledError ? signal.reason : err;

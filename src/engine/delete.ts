@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { retriesSoFar, type Backend } from '../backends/backend.js';
+import { countingRetries, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type Catalog } from '../catalog/catalog.js';
 import { BackendError, ConflictError, InvalidInputError } from '../errors.js';
 import { processAlive, THIS_PROCESS } from './processes.js';
@@ -57,9 +57,9 @@ export async function dependentsConflict(catalog: Catalog, rec: BackupRecord): P
  * removes its objects); `_metadata` goes first so a half-deleted backup never looks complete.
  */
 export async function deleteBackup(o: DeleteOptions): Promise<DeleteResult> {
-  const retriesBefore = retriesSoFar(o.backend);
-  const r = await deleteWith(o);
-  return { ...r, retries: retriesSoFar(o.backend) - retriesBefore };
+  const counter = countingRetries(o.backend);
+  const r = await deleteWith({ ...o, backend: counter.backend });
+  return { ...r, retries: counter.retries() };
 }
 
 async function deleteWith(o: DeleteOptions): Promise<Omit<DeleteResult, 'retries'>> {

@@ -5,7 +5,7 @@
  */
 import type { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { retriesSoFar, type Backend } from '../backends/backend.js';
+import { countingRetries, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { HashList } from '../format/hash-list.js';
@@ -258,20 +258,20 @@ const writesSomewhere = (o: RestoreOptions) => o.target !== undefined || o.strea
 
 /** Restores (or, without a target, verifies) a backup and its chain. */
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
-  return withPool(o, (pool) => restoreWith(o, pool));
+  const counter = countingRetries(o.backend);
+  return withPool(o, (pool) => restoreWith({ ...o, backend: counter.backend }, pool, counter.retries));
 }
 
-async function restoreWith(o: RestoreOptions, pool: WorkerPool): Promise<RestoreResult> {
-  const retriesBefore = retriesSoFar(o.backend);
+async function restoreWith(o: RestoreOptions, pool: WorkerPool, retries: () => number): Promise<RestoreResult> {
   if (!writesSomewhere(o)) {
-    return replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
+    return replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retries);
   }
   // While it is written somewhere the backup is `restoring`, and a delete is refused (unless
   // this process dies: then its record names a writer that is gone). Restores run side by side;
   // a backup in any other status is refused by the plan.
   const holding = await joinRestorers(o.catalog, o.backupId);
   try {
-    return await replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retriesBefore);
+    return await replay(o, pool, await planRestore(o.backend, o.catalog, o.backupId, o.signal), retries);
   } finally {
     if (holding && (!o.release || (await o.release()))) await leaveRestorers(o.catalog, o.backupId).catch(() => {});
   }
@@ -312,7 +312,7 @@ export async function leaveRestorers(catalog: Catalog, id: string, who = THIS_PR
 }
 
 /** Reads, checks and (unless verifying) writes every object of the plan. */
-async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, retriesBefore: number): Promise<RestoreResult> {
+async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, retries: () => number): Promise<RestoreResult> {
   const verifyOnly = !writesSomewhere(o);
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const out = verifyOnly
@@ -436,6 +436,6 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
   return {
     id: o.backupId, chain: plan.chain.map((c) => c.id), bytes: plan.bytes, objectsRead: reads.length,
     bytesWritten, seconds, bytesPerSecond: seconds > 0 ? plan.bytes / seconds : 0, target: o.target ?? null,
-    retries: retriesSoFar(o.backend) - retriesBefore,
+    retries: retries(),
   };
 }

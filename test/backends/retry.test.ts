@@ -1,0 +1,55 @@
+/**
+ * Retries are counted per operation: operations sharing one RetryBackend (a service's API beside
+ * a job, two jobs of one worker) each report only the retries of their own calls.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { countingRetries, type Backend } from '../../src/backends/backend.js';
+import { RetryBackend } from '../../src/backends/retry.js';
+import { TransientBackendError } from '../../src/errors.js';
+import { makeRepo, mixedVolume } from '../support/engine-helpers.js';
+
+const FAST_RETRY = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5, totalMs: 10_000 };
+
+describe('retry counting', () => {
+  const repo = makeRepo('retry-counting');
+  after(() => repo.close());
+
+  /** The real repository, but the first put of each object in container `noisy` fails as a store's 503 would. */
+  const failedOnce = new Set<string>();
+  const flaky: Backend = Object.create(repo.backend, {
+    put: {
+      value: (c: string, n: string, d: Uint8Array, o?: object) => {
+        if (c === 'noisy' && !failedOnce.has(n)) {
+          failedOnce.add(n);
+          return Promise.reject(new TransientBackendError(`injected 503 for ${n}`));
+        }
+        return repo.backend.put(c, n, d, o);
+      },
+    },
+  });
+
+  it('a view counts its own calls only', async () => {
+    const shared = new RetryBackend(flaky, FAST_RETRY);
+    const a = countingRetries(shared);
+    const b = countingRetries(shared);
+    await Promise.all([repo.backend.ensureContainer('noisy'), repo.backend.ensureContainer('quiet')]);
+    await Promise.all([a.backend.put('noisy', 'x1', Buffer.from('1')), b.backend.put('quiet', 'y1', Buffer.from('2'))]);
+    assert.equal(a.retries(), 1);
+    assert.equal(b.retries(), 0);
+    assert.equal(shared.stats.retries, 1);
+  });
+
+  it('two backups at once on one backend report their own retries', async () => {
+    const shared = new RetryBackend(flaky, FAST_RETRY);
+    const vol = repo.file('vol.img', mixedVolume(640 * 1024, 3));
+    const [noisy, quiet] = await Promise.all([
+      repo.backup(vol, { backend: shared, volumeId: 'noisy-vol', container: 'noisy' }),
+      repo.backup(vol, { backend: shared, volumeId: 'quiet-vol', container: 'quiet' }),
+    ]);
+    const failedPuts = [...failedOnce].filter((n) => n.startsWith(noisy.prefix)).length;
+    assert.ok(failedPuts > 3, `every object of the noisy backup failed once (${failedPuts})`);
+    assert.equal(noisy.retries, failedPuts);
+    assert.equal(quiet.retries, 0, 'the other backup saw no fault');
+  });
+});
