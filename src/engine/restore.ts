@@ -204,6 +204,11 @@ export interface RestoreOptions extends ProgressOptions {
    * that lost its job meanwhile must not: another may be restoring it by then).
    */
   release?: () => Promise<boolean>;
+  /**
+   * Called once every byte is written, before the output is finished (a new file linked into
+   * place): a cancel the caller has not noticed yet (it aborts `signal` from here) still stops it.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 export interface RestoreResult {
@@ -419,7 +424,11 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
       if (running.size >= depth) await Promise.race(running);
     }
     await Promise.all(pending);
-    await out?.commit();
+    if (out) {
+      await o.beforeCommit?.();
+      o.signal?.throwIfAborted();
+      await out.commit();
+    }
   } catch (err) {
     // Objects still in flight finish (or fail) before the output goes: nothing keeps running
     // against a closed file or a stopped pool once this call has returned. Pieces of an ordered

@@ -23,7 +23,7 @@ export interface ExecutorDeps {
   pool: WorkerPool;
   /** Whether this worker still holds the job (a worker given up for dead must not touch the backup). */
   holds?: () => Promise<boolean>;
-  /** Looks for a cancel just before a backup's commit point (it aborts the job's signal). */
+  /** Looks for a cancel just before a backup's commit point, or a restore's end (it aborts the job's signal). */
   beforeCommit?: () => Promise<void>;
 }
 
@@ -78,7 +78,7 @@ export async function executeJob(
     // The backup is `restoring` meanwhile; a worker that lost its job leaves the status alone.
     const r = await restoreBackup({
       backend, catalog, backupId: job.backup_id, target, force: p.force, toExisting: p.to_existing, signal, pool,
-      tempTag: `job-${job.id}`, release: deps.holds, ...progress,
+      tempTag: `job-${job.id}`, release: deps.holds, beforeCommit: deps.beforeCommit, ...progress,
     });
     return { result: snakeCaseKeys(r), bytes: r.bytes, seconds: r.seconds, retries: r.retries };
   }

@@ -61,7 +61,7 @@ export function openApiDocument(version: string): object {
       },
       '/v1/jobs': { get: { summary: 'List jobs (newest first)', parameters: query(ListJobsQuery), responses: { 200: { description: 'jobs', ...json(wrap('jobs', { type: 'array', items: ref('Job') })) }, ...errors } } },
       '/v1/jobs/{id}': { parameters: [idParam('id')], get: { summary: 'A job', responses: { 200: { description: 'the job', ...json(wrap('job', ref('Job'))) }, ...errors } } },
-      '/v1/jobs/{id}/cancel': { parameters: [idParam('id')], post: { summary: 'Cancel a queued or running job', responses: { 202: { description: 'cancelled (queued), or asked to stop (running: a backup stops before its commit point; one already past it ends succeeded)', ...json(wrap('job', ref('Job'))) }, ...errors } } },
+      '/v1/jobs/{id}/cancel': { parameters: [idParam('id')], post: { summary: 'Cancel a queued or running job', responses: { 202: { description: 'cancelled (queued), or asked to stop (running: a backup stops before its commit point, a restore before its output is finished; one already past that ends succeeded)', ...json(wrap('job', ref('Job'))) }, ...errors } } },
       '/healthz': { get: { summary: 'Liveness and catalog reachability', security: [], responses: { 200: { description: 'healthy' }, 503: { description: 'catalog unreachable' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { 200: { description: 'text exposition format' } } } },
       '/v1/openapi.json': { get: { summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1' } } } },

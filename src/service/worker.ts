@@ -186,7 +186,8 @@ export class JobWorker {
         const holds = async () => (await catalog.jobs.heartbeat(job.id, this.name, leaseMs).catch(() => null)) !== undefined;
         if (this.pool.broken) log.warn({ job: job.id }, 'a hashing/compression thread died: starting new ones');
         this.pool = await renewedIfBroken(this.pool);
-        // A cancel asked for after the last heartbeat still stops a backup before it commits.
+        // A cancel asked for after the last heartbeat still stops a backup before it commits, and a
+        // restore before its output is finished.
         outcome = await executeJob(job, { ...this.o, pool: this.pool, holds, beforeCommit: beat }, abort.signal, (p) => (latest = p));
         status = 'succeeded';
       } catch (err) {

@@ -1,7 +1,7 @@
 /** The service on the embedded posix repository with a real PostgreSQL catalog and two worker processes. */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, promises as fsp, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
@@ -410,7 +410,7 @@ describe('service: graceful shutdown', () => {
 });
 
 describe('service: a cancel between two heartbeats of a running backup', () => {
-  it('stops it before its commit point: the job ends cancelled, the backup error, nothing left in the repository', async () => {
+  it('stops it before its commit point: the job ends cancelled, the backup error, nothing left in the repository; a restore likewise before its end', async () => {
     const dir = path.join(tmp.dir, 'cancel-between-beats');
     mkdirSync(dir, { recursive: true });
     // A long lease: heartbeats (the worker's regular look at the job) come 2 s apart, and the
@@ -434,6 +434,22 @@ describe('service: a cancel between two heartbeats of a running backup', () => {
       const rec = (await svc.request('GET', `/v1/backups/${created.id}`)).body.backup;
       assert.equal(rec.status, 'error', JSON.stringify(rec));
       assert.deepEqual(await objectsUnder(backend, catalog, created.id), [], 'no committed (or partial) backup is left');
+
+      // A restore too: into a named pipe, held until the cancel is in, then read to its end.
+      writeFileSync(path.join(dir, 'small.img'), pseudoRandom(MiB, 10));
+      const source = (await svc.request('POST', '/v1/backups', { volume: path.join(dir, 'small.img'), volume_id: 'vol-small' })).body.backup;
+      await svc.until(`/v1/backups/${source.id}`, (b) => b.backup.status === 'available');
+      const pipe = path.join(dir, 'restore-pipe');
+      execFileSync('mkfifo', [pipe]);
+      const restore = (await svc.request('POST', `/v1/backups/${source.id}/restore`, { target: pipe })).body.restore;
+      const reader = await fsp.open(pipe, 'r'); // the job runs: its worker opened the pipe
+      const stop = await svc.request('POST', `/v1/jobs/${restore.job_id}/cancel`);
+      assert.equal(stop.body.job.status, 'running', 'a running job is asked to stop');
+      for (const buf = Buffer.alloc(MiB); (await reader.read(buf, 0, buf.length)).bytesRead > 0;);
+      await reader.close();
+      const stopped = (await svc.until(`/v1/jobs/${restore.job_id}`, (b) => b.job.status !== 'running')).job;
+      assert.equal(stopped.status, 'cancelled', JSON.stringify(stopped));
+      assert.equal((await svc.request('GET', `/v1/backups/${source.id}`)).body.backup.status, 'available', 'the backup is given back');
     } finally {
       await svc.stop();
       await catalog.close();
