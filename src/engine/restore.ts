@@ -53,16 +53,12 @@ export interface BlockCount {
 
 export const blockCount = (sha: Sha256File): BlockCount => ({ blockSize: sha.blockSize, blocks: sha.sha256s.length });
 
-/** A layer's block count and exact volume length: what its child's length is worked out with. */
-export interface LayerSize {
-  blocks: number;
-  bytes: number;
-}
-
 /** One backup of the chain: of its sha256file only the count is kept (the target's hashes are the plan's). */
-export interface Layer extends BlockCount, LayerSize {
+export interface Layer extends BlockCount {
   loc: BackupLocation;
   meta: BackupMetadata;
+  /** Its exact volume length. */
+  bytes: number;
 }
 
 /** Where the backup's objects end: the volume's length for a full backup (Cinder stores every chunk). */
@@ -76,7 +72,7 @@ export function objectsEnd(meta: BackupMetadata): number {
  * either stored or, unchanged, as long as the parent's block at that index (a layer of
  * `bytes` has ceil(bytes / block size) blocks: its length lies within its last one).
  */
-export function layerLength(meta: BackupMetadata, sha: BlockCount, parent: Pick<LayerSize, 'bytes'> | undefined, id: string): number {
+export function layerLength(meta: BackupMetadata, sha: BlockCount, parent: { bytes: number } | undefined, id: string): number {
   const bs = sha.blockSize;
   const n = sha.blocks;
   const end = objectsEnd(meta);
