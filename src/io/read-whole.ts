@@ -1,7 +1,7 @@
 /**
- * Reading a whole file into one Buffer. fs.readFile refuses files over 2 GiB, but an object
- * may be as large as a Buffer can be (a sha256file of a large volume, a large chunk): the
- * file is read into one Buffer of its size, a piece at a time.
+ * Reading a whole file (or a range of it) into one Buffer. fs.readFile refuses files over
+ * 2 GiB, but an object may be as large as a Buffer can be (a sha256file of a large volume, a
+ * large chunk): the file is read into one Buffer of its size, a piece at a time.
  */
 import { constants } from 'node:buffer';
 import { promises as fsp } from 'node:fs';
@@ -21,6 +21,14 @@ export interface ReadWholeOptions {
  * thread); an abort rejects with an AbortError whose cause is the signal's reason.
  */
 export async function readWhole(file: string, o: ReadWholeOptions = {}): Promise<Buffer> {
+  return (await readFileRange(file, 0, Infinity, o)).bytes;
+}
+
+/**
+ * Up to `length` of the file's bytes from `offset` (fewer at its end, none from its end on),
+ * read as readWhole reads them, and the file's size.
+ */
+export async function readFileRange(file: string, offset: number, length: number, o: ReadWholeOptions = {}): Promise<{ bytes: Buffer; size: number }> {
   const piece = o.piece ?? READ_PIECE;
   const checkAborted = () => {
     if (!o.signal?.aborted) return;
@@ -32,18 +40,20 @@ export async function readWhole(file: string, o: ReadWholeOptions = {}): Promise
   const fh = await fsp.open(file, 'r');
   try {
     const { size } = await fh.stat();
-    if (size > constants.MAX_LENGTH) {
-      throw new RangeError(`File size (${size}) is greater than ${constants.MAX_LENGTH} bytes, the most one Buffer can hold`);
+    const want = Math.max(0, Math.min(length, size - offset));
+    if (want > constants.MAX_LENGTH) {
+      const what = want === size ? `File size (${size})` : `Range length (${want})`;
+      throw new RangeError(`${what} is greater than ${constants.MAX_LENGTH} bytes, the most one Buffer can hold`);
     }
-    const out = Buffer.allocUnsafeSlow(size);
+    const out = Buffer.allocUnsafeSlow(want);
     let at = 0;
-    while (at < size) {
+    while (at < want) {
       checkAborted();
-      const { bytesRead } = await fh.read(out, at, Math.min(piece, size - at), at);
+      const { bytesRead } = await fh.read(out, at, Math.min(piece, want - at), offset + at);
       if (bytesRead === 0) break;
       at += bytesRead;
     }
-    return at === size ? out : out.subarray(0, at);
+    return { bytes: at === want ? out : out.subarray(0, at), size };
   } finally {
     await fh.close();
   }

@@ -1,9 +1,9 @@
-/** readWhole reads a file into one Buffer, a piece at a time. */
+/** readWhole reads a file (readFileRange a range of it) into one Buffer, a piece at a time. */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { readWhole } from '../../src/io/read-whole.js';
+import { readFileRange, readWhole } from '../../src/io/read-whole.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { pseudoRandom } from '../support/engine-helpers.js';
 
@@ -41,5 +41,20 @@ describe('readWhole', () => {
       assert.equal(err.cause, why);
       return true;
     });
+  });
+});
+
+describe('readFileRange', () => {
+  it('reads the bytes of a range, whatever the piece size, and tells the file size', async () => {
+    const data = pseudoRandom(100_003, 12);
+    const file = path.join(tmp.dir, 'ranged');
+    writeFileSync(file, data);
+    for (const piece of [7, 4096, undefined]) {
+      for (const [offset, length] of [[0, 100_003], [1, 50_000], [99_990, 100], [100_003, 1], [200_000, 1], [5, 0]] as const) {
+        const got = await readFileRange(file, offset, length, { piece });
+        assert.ok(got.bytes.equals(data.subarray(offset, offset + length)), `${length} bytes from ${offset} in pieces of ${piece}`);
+        assert.equal(got.size, data.length);
+      }
+    }
   });
 });
