@@ -17,6 +17,12 @@ export interface ListOptions extends CallOptions {
   after?: string;
 }
 
+/** Part of an object: `bytes` from the requested offset, and the size of the whole object. */
+export interface ObjectRange {
+  bytes: Buffer;
+  size: number;
+}
+
 export type BackendKind = 'posix' | 's3' | 'swift';
 
 export interface Backend {
@@ -46,6 +52,12 @@ export interface Backend {
    * or not at all; the backend checks what the store received (fsync, ETag, Content-MD5).
    */
   put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void>;
+
+  /**
+   * Returns up to `length` bytes of the object from `offset` (fewer at its end, none from
+   * its end on) and the object's size; a missing object rejects with NotFoundError.
+   */
+  readRange(container: string, name: string, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange>;
 
   /** Returns the whole object; a missing one rejects with NotFoundError. */
   get(container: string, name: string, opts?: CallOptions): Promise<Buffer>;
@@ -90,6 +102,7 @@ export function countingRetries(backend: Backend): { backend: Backend; retries()
     ensureContainer: (container, opts) => backend.ensureContainer(container, counted(opts)),
     list: (container, prefix, opts) => backend.list(container, prefix, counted(opts)),
     put: (container, name, data, opts) => backend.put(container, name, data, counted(opts)),
+    readRange: (container, name, offset, length, opts) => backend.readRange(container, name, offset, length, counted(opts)),
     get: (container, name, opts) => backend.get(container, name, counted(opts)),
     exists: (container, name, opts) => backend.exists(container, name, counted(opts)),
     delete: (container, name, opts) => backend.delete(container, name, counted(opts)),

@@ -1,4 +1,7 @@
-/** Turning transport failures into chunkvault's error kinds, the same way for every HTTP store. */
+/**
+ * Turning transport failures into chunkvault's error kinds, the same way for every HTTP store;
+ * and the digests and ranges they all handle alike.
+ */
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { BackendError, ChunkvaultError, NotFoundError, TransientBackendError, type ErrorContext } from '../errors.js';
@@ -85,4 +88,11 @@ export async function withDeadline<T>(signal: AbortSignal | undefined, ms: numbe
 
 export function md5(data: Uint8Array): Buffer {
   return createHash('md5').update(data).digest();
+}
+
+/** The object's size in a Content-Range answer to a one-range request ("bytes 0-99/1000"). */
+export function rangeSize(contentRange: string | null | undefined, what: string, ctx: ErrorContext): number {
+  const m = /^bytes \d+-\d+\/(\d+)$/.exec(contentRange ?? '');
+  if (!m) throw new BackendError(`${what}: the server answered Content-Range ${contentRange ?? '(none)'}, not bytes first-last/size`, ctx);
+  return Number(m[1]);
 }

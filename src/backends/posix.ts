@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
 import { DirectWriter } from '../io/direct-writer.js';
-import { readWhole } from '../io/read-whole.js';
-import type { Backend, CallOptions, ListOptions } from './backend.js';
+import { readFileRange, readWhole } from '../io/read-whole.js';
+import type { Backend, CallOptions, ListOptions, ObjectRange } from './backend.js';
 
 /** Files being written carry this prefix, which no Cinder object prefix starts with. */
 export const TEMP_PREFIX = '.chunkvault-tmp-';
@@ -152,10 +152,19 @@ export class PosixBackend implements Backend {
   }
 
   async get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
+    return this.reading(container, name, opts, (file) => readWhole(file, { signal: opts?.signal }));
+  }
+
+  async readRange(container: string, name: string, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange> {
+    return this.reading(container, name, opts, (file) => readFileRange(file, offset, length, { signal: opts?.signal }));
+  }
+
+  /** Runs `read` on the object's file; a missing file is NotFoundError. */
+  private async reading<T>(container: string, name: string, opts: CallOptions | undefined, read: (file: string) => Promise<T>): Promise<T> {
     throwIfAborted(opts?.signal);
     const file = this.resolve(container, name);
     try {
-      return await readWhole(file, { signal: opts?.signal });
+      return await read(file);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new NotFoundError(`object not found: ${file}`, { container, object: name });

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TransientBackendError } from '../errors.js';
-import type { Backend, BackendStats, CallOptions, ListOptions } from './backend.js';
+import type { Backend, BackendStats, CallOptions, ListOptions, ObjectRange } from './backend.js';
 
 export interface RetryPolicy {
   /** Tries per call, the first included. */
@@ -112,6 +112,10 @@ export class RetryBackend implements Backend {
 
   get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
     return this.run(() => this.inner.get(container, name, opts), opts);
+  }
+
+  readRange(container: string, name: string, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange> {
+    return this.run(() => this.inner.readRange(container, name, offset, length, opts), opts);
   }
 
   exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {

@@ -5,8 +5,8 @@ import {
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { BackendError, InvalidInputError, NotFoundError, TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
-import { classifyFailure, isTransientTransportError, md5, withDeadline } from './faults.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectRange } from './backend.js';
+import { classifyFailure, isTransientTransportError, md5, rangeSize, withDeadline } from './faults.js';
 
 export interface S3Options {
   /** Default bucket for new backups (the address's host part). */
@@ -140,6 +140,32 @@ export class S3Backend implements Backend {
       const bytes = await r.Body!.transformToByteArray();
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     });
+  }
+
+  async readRange(bucket: string, key: string, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange> {
+    const ctx = { container: bucket, object: key };
+    const part = length === 0 ? undefined : await this.call('GET', ctx, opts, async (abortSignal) => {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${offset}-${offset + length - 1}` }), { abortSignal })
+        .catch((err) => {
+          // 416 InvalidRange: nothing from `offset` on (an empty object has no range at all).
+          if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return undefined;
+          throw err;
+        });
+      if (!r) return undefined;
+      const bytes = await r.Body!.transformToByteArray();
+      const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      // No Content-Range: the server ignored the Range header and sent the whole object.
+      if (r.ContentRange === undefined) return { bytes: body.subarray(offset, offset + length), size: body.length };
+      return { bytes: body, size: rangeSize(r.ContentRange, `s3 GET ${bucket}/${key}`, ctx) };
+    });
+    return part ?? { bytes: Buffer.alloc(0), size: await this.size(bucket, key, opts) };
+  }
+
+  private async size(bucket: string, key: string, opts?: CallOptions): Promise<number> {
+    const r = await this.call('HEAD', { container: bucket, object: key }, opts, (abortSignal) =>
+      this.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }));
+    if (r.ContentLength === undefined) throw new BackendError(`s3 HEAD ${bucket}/${key}: the server answered no Content-Length`, { container: bucket, object: key });
+    return r.ContentLength;
   }
 
   async exists(bucket: string, key: string, opts?: CallOptions): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions, ListOptions } from './backend.js';
-import { classifyFailure, md5, withDeadline } from './faults.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectRange } from './backend.js';
+import { classifyFailure, md5, rangeSize, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
 export interface SwiftAuth {
@@ -238,6 +238,27 @@ export class SwiftBackend implements Backend {
   async get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {
     const ctx = { container, object: name };
     return Buffer.from(await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {}, (r) => r.arrayBuffer()));
+  }
+
+  async readRange(container: string, name: string, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange> {
+    const ctx = { container, object: name };
+    const range = { range: `bytes=${offset}-${offset + length - 1}` };
+    // 416: nothing from `offset` on (an empty object has no range at all).
+    const r = length === 0 ? undefined : await this.request('GET', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, { headers: range, ok: [416] },
+      async (res) => res.status === 416 ? discard(res).then(() => undefined)
+        : { status: res.status, contentRange: res.headers.get('content-range'), body: Buffer.from(await res.arrayBuffer()) });
+    if (!r) return { bytes: Buffer.alloc(0), size: await this.size(container, name, opts) };
+    if (r.status === 206) return { bytes: r.body, size: rangeSize(r.contentRange, `swift GET ${container}/${name}`, ctx) };
+    // 200: the server ignored the Range header and sent the whole object.
+    return { bytes: r.body.subarray(offset, offset + length), size: r.body.length };
+  }
+
+  private async size(container: string, name: string, opts?: CallOptions): Promise<number> {
+    const ctx = { container, object: name };
+    const size = await this.request('HEAD', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {},
+      (r) => discard(r).then(() => r.headers.get('content-length')));
+    if (size === null || !/^\d+$/.test(size)) throw new BackendError(`swift HEAD ${container}/${name}: the server answered Content-Length ${size ?? '(none)'}`, ctx);
+    return Number(size);
   }
 
   async exists(container: string, name: string, opts?: CallOptions): Promise<boolean> {

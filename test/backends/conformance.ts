@@ -63,6 +63,45 @@ export function backendConformance(t: ConformanceTarget): void {
       assert.equal(sha(back), sha(data));
     });
 
+    it('reads ranges of an object, and tells its size', async () => {
+      const c = t.fresh('range');
+      const b = await open(c);
+      const data = randomBytes(10_000);
+      await b.put(c, 'x', data);
+      await b.put(c, 'empty', new Uint8Array(0));
+      const cases: [string, number, number, Buffer][] = [
+        ['at the start', 0, 100, data.subarray(0, 100)],
+        ['in the middle', 4095, 4098, data.subarray(4095, 8193)],
+        ['the whole object', 0, 10_000, data],
+        ['one byte, the last', 9999, 1, data.subarray(9999)],
+        ['across the end (short)', 9990, 100, data.subarray(9990)],
+        ['exactly at the end', 10_000, 5, Buffer.alloc(0)],
+        ['past the end', 20_000, 5, Buffer.alloc(0)],
+        ['of length 0', 5, 0, Buffer.alloc(0)],
+      ];
+      for (const [what, offset, length, want] of cases) {
+        const r = await b.readRange(c, 'x', offset, length);
+        assert.ok(r.bytes.equals(want), `${what}: ${r.bytes.length} bytes`);
+        assert.equal(r.size, 10_000, what);
+      }
+      for (const [offset, length] of [[0, 10], [0, 0], [3, 1]] as const) {
+        const r = await b.readRange(c, 'empty', offset, length);
+        assert.deepEqual([r.bytes.length, r.size], [0, 0], `empty object at ${offset}, ${length} bytes`);
+      }
+    });
+
+    it('rejects a range of a missing object with NotFoundError naming it', async () => {
+      const c = t.fresh('range-notfound');
+      const b = await open(c);
+      for (const length of [10, 0]) {
+        await assert.rejects(b.readRange(c, 'no-such-object', 0, length), (err: Error) => {
+          assert.ok(err instanceof NotFoundError, `${err.name}: ${err.message}`);
+          assert.equal((err as NotFoundError).context.object, 'no-such-object');
+          return true;
+        });
+      }
+    });
+
     it('lists thousands of names by prefix, each once, across pages', async () => {
       const c = t.fresh('listing');
       const b = await open(c);
@@ -171,6 +210,9 @@ export function backendConformance(t: ConformanceTarget): void {
       await assert.rejects(b.put(c, 'x', Buffer.from('x'), { signal: ac.signal }));
       await assert.rejects(b.get(c, 'x', { signal: ac.signal }));
       assert.deepEqual(await names(b, c, ''), []);
+      await b.put(c, 'y', Buffer.from('y'));
+      await assert.rejects(b.readRange(c, 'y', 0, 1, { signal: ac.signal }), /stop/);
+      await assert.rejects(b.readRange(c, 'y', 0, 0, { signal: ac.signal }), /stop/);
     });
   });
 }

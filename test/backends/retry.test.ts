@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { countingRetries, type Backend } from '../../src/backends/backend.js';
 import { RetryBackend } from '../../src/backends/retry.js';
 import { TransientBackendError } from '../../src/errors.js';
-import { makeRepo, mixedVolume } from '../support/engine-helpers.js';
+import { makeRepo, mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
 
 const FAST_RETRY = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5, totalMs: 10_000 };
 
@@ -51,5 +51,27 @@ describe('retry counting', () => {
     assert.ok(failedPuts > 3, `every object of the noisy backup failed once (${failedPuts})`);
     assert.equal(noisy.retries, failedPuts);
     assert.equal(quiet.retries, 0, 'the other backup saw no fault');
+  });
+});
+
+describe('calls tried again', () => {
+  const repo = makeRepo('retry-calls');
+  after(() => repo.close());
+
+  it('a readRange is tried again after a transient fault', async () => {
+    const data = pseudoRandom(10_000, 4);
+    await repo.backend.ensureContainer('c');
+    await repo.backend.put('c', 'y', data);
+    let tries = 0;
+    const flaky: Backend = Object.create(repo.backend, {
+      readRange: {
+        value: (c: string, n: string, offset: number, length: number, o?: object) =>
+          tries++ === 0 ? Promise.reject(new TransientBackendError(`injected 503 for ${n}`)) : repo.backend.readRange(c, n, offset, length, o),
+      },
+    });
+    const retry = new RetryBackend(flaky, FAST_RETRY);
+    const r = await retry.readRange('c', 'y', 9000, 2000);
+    assert.ok(r.bytes.equals(data.subarray(9000)));
+    assert.deepEqual({ size: r.size, tries, retries: retry.stats.retries }, { size: 10_000, tries: 2, retries: 1 });
   });
 });
