@@ -17,6 +17,16 @@ export interface ListOptions extends CallOptions {
   after?: string;
 }
 
+/**
+ * An object given a piece at a time, for objects too large to hold twice in memory (the
+ * sha256file of a large volume). `pieces()` yields the bytes from the start, again on every
+ * call (a retried or checked write reads them more than once); they add up to `length`.
+ */
+export interface ObjectPieces {
+  readonly length: number;
+  pieces(): Iterable<Uint8Array>;
+}
+
 /** Part of an object: `bytes` from the requested offset, and the size of the whole object. */
 export interface ObjectRange {
   bytes: Buffer;
@@ -52,6 +62,9 @@ export interface Backend {
    * or not at all; the backend checks what the store received (fsync, ETag, Content-MD5).
    */
   put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void>;
+
+  /** As `put`, with the data given as pieces; the whole of it is never held in memory at once. */
+  putPieces(container: string, name: string, data: ObjectPieces, opts?: CallOptions): Promise<void>;
 
   /**
    * Returns up to `length` bytes of the object from `offset` (fewer at its end, none from
@@ -102,6 +115,7 @@ export function countingRetries(backend: Backend): { backend: Backend; retries()
     ensureContainer: (container, opts) => backend.ensureContainer(container, counted(opts)),
     list: (container, prefix, opts) => backend.list(container, prefix, counted(opts)),
     put: (container, name, data, opts) => backend.put(container, name, data, counted(opts)),
+    putPieces: (container, name, data, opts) => backend.putPieces(container, name, data, counted(opts)),
     readRange: (container, name, offset, length, opts) => backend.readRange(container, name, offset, length, counted(opts)),
     get: (container, name, opts) => backend.get(container, name, counted(opts)),
     exists: (container, name, opts) => backend.exists(container, name, counted(opts)),

@@ -1,10 +1,12 @@
 /**
  * Turning transport failures into chunkvault's error kinds, the same way for every HTTP store;
- * and the digests and ranges they all handle alike.
+ * and the digests, bodies and ranges they all handle alike.
  */
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
+import { Readable } from 'node:stream';
 import { BackendError, ChunkvaultError, NotFoundError, TransientBackendError, type ErrorContext } from '../errors.js';
+import { ownMemory, type ObjectPieces } from './backend.js';
 
 /** HTTP statuses worth retrying: throttling and server-side faults. */
 export function isTransientStatus(status: number): boolean {
@@ -88,6 +90,25 @@ export async function withDeadline<T>(signal: AbortSignal | undefined, ms: numbe
 
 export function md5(data: Uint8Array): Buffer {
   return createHash('md5').update(data).digest();
+}
+
+/** The MD5 of an object given as pieces, read once; pieces that do not add up to its length are refused. */
+export function md5Pieces(data: ObjectPieces, what: string, ctx: ErrorContext): Buffer {
+  const hash = createHash('md5');
+  let total = 0;
+  for (const piece of data.pieces()) {
+    hash.update(piece);
+    total += piece.length;
+  }
+  if (total !== data.length) throw new BackendError(`${what}: the pieces held ${total} bytes, not the length given, ${data.length}`, ctx);
+  return hash.digest();
+}
+
+/** The pieces read again as a request body, each in memory of its own (HTTP clients refuse shared memory). */
+export function piecesStream(data: ObjectPieces): Readable {
+  return Readable.from((function* () {
+    for (const piece of data.pieces()) yield ownMemory(piece);
+  })(), { objectMode: false });
 }
 
 /** The object's size in a Content-Range answer to a one-range request ("bytes 0-99/1000"). */

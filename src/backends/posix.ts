@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { BackendError, InvalidInputError, NotFoundError } from '../errors.js';
 import { DirectWriter } from '../io/direct-writer.js';
 import { readFileRange, readWhole } from '../io/read-whole.js';
-import type { Backend, CallOptions, ListOptions, ObjectRange } from './backend.js';
+import type { Backend, CallOptions, ListOptions, ObjectPieces, ObjectRange } from './backend.js';
 
 /** Files being written carry this prefix, which no Cinder object prefix starts with. */
 export const TEMP_PREFIX = '.chunkvault-tmp-';
@@ -122,6 +122,10 @@ export class PosixBackend implements Backend {
   }
 
   async put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
+    await this.putPieces(container, name, { length: data.length, pieces: () => [data] }, opts);
+  }
+
+  async putPieces(container: string, name: string, data: ObjectPieces, opts?: CallOptions): Promise<void> {
     throwIfAborted(opts?.signal);
     const target = this.resolve(container, name);
     const dir = path.dirname(target);
@@ -131,7 +135,13 @@ export class PosixBackend implements Backend {
     try {
       if (name.includes('/')) await this.makeDirectories(dir);
       out = await DirectWriter.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
-      await out.write(data, 0);
+      let written = 0;
+      for (const piece of data.pieces()) {
+        throwIfAborted(opts?.signal);
+        await out.write(piece, written);
+        written += piece.length;
+      }
+      if (written !== data.length) throw new Error(`the pieces held ${written} bytes, not the length given, ${data.length}`);
       await out.fh.chmod(0o660); // as Cinder's posix driver sets it, whatever the umask
       await out.sync();
       await out.close();

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TransientBackendError } from '../errors.js';
-import type { Backend, BackendStats, CallOptions, ListOptions, ObjectRange } from './backend.js';
+import type { Backend, BackendStats, CallOptions, ListOptions, ObjectPieces, ObjectRange } from './backend.js';
 
 export interface RetryPolicy {
   /** Tries per call, the first included. */
@@ -108,6 +108,11 @@ export class RetryBackend implements Backend {
 
   put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
     return this.run(() => this.inner.put(container, name, data, opts), opts);
+  }
+
+  /** Each try reads the pieces from the start. */
+  putPieces(container: string, name: string, data: ObjectPieces, opts?: CallOptions): Promise<void> {
+    return this.run(() => this.inner.putPieces(container, name, data, opts), opts);
   }
 
   get(container: string, name: string, opts?: CallOptions): Promise<Buffer> {

@@ -1,12 +1,13 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import type { Readable } from 'node:stream';
 import {
   CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command,
   PutObjectCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { BackendError, InvalidInputError, NotFoundError, TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectRange } from './backend.js';
-import { classifyFailure, isTransientTransportError, md5, rangeSize, withDeadline } from './faults.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectPieces, type ObjectRange } from './backend.js';
+import { classifyFailure, isTransientTransportError, md5, md5Pieces, piecesStream, rangeSize, withDeadline } from './faults.js';
 
 export interface S3Options {
   /** Default bucket for new backups (the address's host part). */
@@ -53,6 +54,8 @@ export class S3Backend implements Backend {
       responseChecksumValidation: 'WHEN_REQUIRED',
       // RetryBackend owns retries (and counts them).
       maxAttempts: 1,
+      // Without a logger the SDK warns on the console of every failed streamed PUT, which RetryBackend tries again.
+      logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
       requestHandler: { httpAgent: this.agents[0], httpsAgent: this.agents[1] },
     });
   }
@@ -118,10 +121,18 @@ export class S3Backend implements Backend {
   }
 
   async put(bucket: string, key: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
-    const digest = md5(data);
+    await this.store(bucket, key, ownMemory(data), data.length, md5(data), opts);
+  }
+
+  async putPieces(bucket: string, key: string, data: ObjectPieces, opts?: CallOptions): Promise<void> {
+    const digest = md5Pieces(data, `s3 PUT ${bucket}/${key}`, { container: bucket, object: key });
+    await this.store(bucket, key, piecesStream(data), data.length, digest, opts);
+  }
+
+  private async store(bucket: string, key: string, body: Uint8Array | Readable, length: number, digest: Buffer, opts?: CallOptions): Promise<void> {
     const r = await this.call('PUT', { container: bucket, object: key }, opts, (abortSignal) =>
       this.client.send(new PutObjectCommand({
-        Bucket: bucket, Key: key, Body: ownMemory(data), ContentLength: data.length, ContentMD5: digest.toString('base64'),
+        Bucket: bucket, Key: key, Body: body, ContentLength: length, ContentMD5: digest.toString('base64'),
       }), { abortSignal }),
     );
     // An S3 server answers a stored object with its ETag: 32 hex digits, the MD5 of the data for a

@@ -1,6 +1,6 @@
 import { BackendError, InvalidInputError, TransientBackendError } from '../errors.js';
-import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectRange } from './backend.js';
-import { classifyFailure, md5, rangeSize, withDeadline } from './faults.js';
+import { ownMemory, type Backend, type CallOptions, ListOptions, type ObjectPieces, type ObjectRange } from './backend.js';
+import { classifyFailure, md5, md5Pieces, piecesStream, rangeSize, withDeadline } from './faults.js';
 
 /** Where and how to authenticate; secrets come from the environment only. */
 export interface SwiftAuth {
@@ -151,7 +151,7 @@ export class SwiftBackend implements Backend {
     path: string,
     ctx: { container: string; object?: string },
     opts: CallOptions | undefined,
-    init: { body?: Uint8Array; headers?: Record<string, string>; ok?: number[] },
+    init: { body?: Uint8Array | ObjectPieces; headers?: Record<string, string>; ok?: number[] },
     consume: (res: Response) => Promise<T>,
   ): Promise<T> {
     const what = `swift ${method} ${ctx.container}${ctx.object ? '/' + ctx.object : ''}`;
@@ -171,9 +171,11 @@ export class SwiftBackend implements Backend {
           res = await fetch(s.storageUrl + path, {
             method,
             headers: { 'x-auth-token': s.token, ...init.headers },
-            body: init.body as BodyInit | undefined,
+            // Pieces are read again on every try (a 401 renewal sends the body twice).
+            body: (init.body === undefined || init.body instanceof Uint8Array ? init.body : piecesStream(init.body)) as BodyInit | undefined,
+            duplex: 'half', // Node's fetch refuses a stream body without it
             signal,
-          });
+          } as RequestInit);
         } catch (err) {
           throw classifyFailure(err, what, ctx, undefined, opts?.signal);
         }
@@ -225,10 +227,18 @@ export class SwiftBackend implements Backend {
   }
 
   async put(container: string, name: string, data: Uint8Array, opts?: CallOptions): Promise<void> {
-    const etag = md5(data).toString('hex');
+    await this.store(container, name, ownMemory(data), md5(data).toString('hex'), opts);
+  }
+
+  async putPieces(container: string, name: string, data: ObjectPieces, opts?: CallOptions): Promise<void> {
+    const ctx = { container, object: name };
+    await this.store(container, name, data, md5Pieces(data, `swift PUT ${container}/${name}`, ctx).toString('hex'), opts);
+  }
+
+  private async store(container: string, name: string, body: Uint8Array | ObjectPieces, etag: string, opts?: CallOptions): Promise<void> {
     const ctx = { container, object: name };
     const stored = await this.request('PUT', `/${encodeName(container)}/${encodeName(name)}`, ctx, opts, {
-      body: ownMemory(data), headers: { etag, 'content-type': 'application/octet-stream' },
+      body, headers: { etag, 'content-type': 'application/octet-stream', 'content-length': String(body.length) },
     }, (r) => discard(r).then(() => r.headers.get('etag')?.replace(/"/g, '')));
     if (stored !== etag) {
       throw new BackendError(`swift PUT ${container}/${name}: the server answered ETag ${stored ?? '(none)'}, not the MD5 of the data ${etag}`, ctx);

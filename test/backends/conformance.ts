@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
-import type { Backend } from '../../src/backends/backend.js';
+import type { Backend, ObjectPieces } from '../../src/backends/backend.js';
 import { NotFoundError } from '../../src/errors.js';
 
 export interface ConformanceTarget {
@@ -24,6 +24,9 @@ async function names(b: Backend, container: string, prefix: string): Promise<str
 }
 
 const sha = (d: Uint8Array) => createHash('sha256').update(d).digest('hex');
+
+/** `parts` as an object given in pieces; `length` is their total unless given. */
+const piecesOf = (parts: Uint8Array[], length = parts.reduce((n, p) => n + p.length, 0)): ObjectPieces => ({ length, pieces: () => parts });
 
 export function backendConformance(t: ConformanceTarget): void {
   describe(`Backend conformance: ${t.name}`, () => {
@@ -61,6 +64,69 @@ export function backendConformance(t: ConformanceTarget): void {
       const back = await b.get(c, 'big');
       assert.equal(back.length, data.length);
       assert.equal(sha(back), sha(data));
+      const pieces = Array.from({ length: Math.ceil(data.length / (7 << 20)) }, (_, i) => data.subarray(i * (7 << 20), (i + 1) * (7 << 20)));
+      await b.putPieces(c, 'big-pieces', piecesOf(pieces));
+      assert.equal(sha(await b.get(c, 'big-pieces')), sha(data));
+      const across = await b.readRange(c, 'big-pieces', (7 << 20) - 5, 1 << 20);
+      assert.equal(across.size, data.length);
+      assert.ok(across.bytes.equals(data.subarray((7 << 20) - 5, (8 << 20) - 5)));
+    });
+
+    it('stores an object given in pieces of odd sizes as put stores it', async () => {
+      const c = t.fresh('pieces');
+      const b = await open(c);
+      const parts = [randomBytes(1), randomBytes(100_000), randomBytes(4097)];
+      const whole = Buffer.concat(parts);
+      await b.putPieces(c, 'volume_x_backup_y_sha256file', piecesOf(parts));
+      await b.put(c, 'whole', whole);
+      assert.ok((await b.get(c, 'volume_x_backup_y_sha256file')).equals(whole));
+      assert.ok((await b.get(c, 'whole')).equals(whole));
+      assert.deepEqual(await names(b, c, ''), ['volume_x_backup_y_sha256file', 'whole']);
+    });
+
+    it('replaces an object with one given in pieces, shorter or longer', async () => {
+      const c = t.fresh('pieces-replace');
+      const b = await open(c);
+      await b.put(c, 'x', randomBytes(200_000));
+      const shorter = [randomBytes(10), randomBytes(5000)];
+      await b.putPieces(c, 'x', piecesOf(shorter));
+      assert.ok((await b.get(c, 'x')).equals(Buffer.concat(shorter)));
+      const longer = [randomBytes(300_000), randomBytes(3)];
+      await b.putPieces(c, 'x', piecesOf(longer));
+      assert.ok((await b.get(c, 'x')).equals(Buffer.concat(longer)));
+    });
+
+    it('refuses pieces that do not add up to the length, leaving what was stored', async () => {
+      const c = t.fresh('pieces-length');
+      const b = await open(c);
+      const old = randomBytes(5000);
+      await b.put(c, 'x', old);
+      const parts = [randomBytes(100), randomBytes(4000)];
+      for (const length of [4099, 4101, 0]) {
+        await assert.rejects(b.putPieces(c, 'x', piecesOf(parts, length)), /4100 bytes/, `length ${length}`);
+        await assert.rejects(b.putPieces(c, 'new', piecesOf(parts, length)), /4100 bytes/, `length ${length}`);
+      }
+      assert.ok((await b.get(c, 'x')).equals(old));
+      assert.equal(await b.exists(c, 'new'), false);
+      assert.deepEqual(await names(b, c, ''), ['x']);
+    });
+
+    it('stores pieces that are views of shared memory', async () => {
+      const c = t.fresh('pieces-shared');
+      const b = await open(c);
+      const shared = new Uint8Array(new SharedArrayBuffer(70_001));
+      shared.set(randomBytes(shared.length));
+      const want = Buffer.from(shared);
+      await b.putPieces(c, 'x', piecesOf([shared.subarray(0, 4096), shared.subarray(4096, 65_536), shared.subarray(65_536)]));
+      assert.ok((await b.get(c, 'x')).equals(want));
+    });
+
+    it('stores an empty object given in no pieces', async () => {
+      const c = t.fresh('pieces-empty');
+      const b = await open(c);
+      await b.putPieces(c, 'empty', piecesOf([]));
+      assert.equal((await b.get(c, 'empty')).length, 0);
+      assert.equal(await b.exists(c, 'empty'), true);
     });
 
     it('reads ranges of an object, and tells its size', async () => {
@@ -208,6 +274,7 @@ export function backendConformance(t: ConformanceTarget): void {
       const ac = new AbortController();
       ac.abort(new Error('stop'));
       await assert.rejects(b.put(c, 'x', Buffer.from('x'), { signal: ac.signal }));
+      await assert.rejects(b.putPieces(c, 'x', piecesOf([Buffer.from('x')]), { signal: ac.signal }));
       await assert.rejects(b.get(c, 'x', { signal: ac.signal }));
       assert.deepEqual(await names(b, c, ''), []);
       await b.put(c, 'y', Buffer.from('y'));

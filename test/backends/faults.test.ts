@@ -109,6 +109,34 @@ describe('retries against a flaky object store', () => {
   });
 });
 
+describe('objects given in pieces, and ranges, through faults', () => {
+  for (const name of ['swift', 's3'] as const) {
+    it(`${name}: a putPieces whose PUT is reset and a readRange answered 503 are tried again`, async () => {
+      const container = uniqueName(`pieces-${name}`);
+      const server = new URL(swiftServer().url);
+      let puts = 0;
+      let gets = 0;
+      const decide: FaultProxyOptions['decide'] = (r) => (!r.path.includes('/pieces') ? undefined
+        : r.method === 'PUT' && ++puts === 1 ? 'reset' : r.method === 'GET' && ++gets === 1 ? '503' : undefined);
+      const proxy = await startFaultProxy({ host: server.hostname, port: Number(server.port) }, { decide });
+      const backend = new RetryBackend(name === 'swift' ? swiftBackend(container, { authUrl: `${proxy.url}/auth/v1.0` }) : s3Backend(container, { endpoint: proxy.url }), FAST_RETRY);
+      try {
+        await backend.ensureContainer(container);
+        const parts = [randomBytes(1), randomBytes(3 << 20), randomBytes(4097)];
+        const whole = Buffer.concat(parts);
+        await backend.putPieces(container, 'pieces', { length: whole.length, pieces: () => parts });
+        const r = await backend.readRange(container, 'pieces', 1 << 20, 10);
+        assert.deepEqual({ bytes: r.bytes, size: r.size }, { bytes: whole.subarray(1 << 20, (1 << 20) + 10), size: whole.length });
+        assert.ok((await backend.get(container, 'pieces')).equals(whole));
+        assert.deepEqual([proxy.injected.reset, proxy.injected['503'], backend.stats.retries], [1, 1, 2]);
+      } finally {
+        await proxy.close();
+        await backend.close();
+      }
+    });
+  }
+});
+
 describe('what an object store answers is checked, and its faults retried call by call', () => {
   const tmp = scratch('answers');
   after(() => tmp.cleanup());

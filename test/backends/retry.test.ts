@@ -1,10 +1,11 @@
 /**
  * Retries are counted per operation: operations sharing one RetryBackend (a service's API beside
- * a job, two jobs of one worker) each report only the retries of their own calls.
+ * a job, two jobs of one worker) each report only the retries of their own calls. A call is
+ * tried again whole: an object given in pieces is read again from its start.
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { countingRetries, type Backend } from '../../src/backends/backend.js';
+import { countingRetries, type Backend, type ObjectPieces } from '../../src/backends/backend.js';
 import { RetryBackend } from '../../src/backends/retry.js';
 import { TransientBackendError } from '../../src/errors.js';
 import { makeRepo, mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
@@ -57,6 +58,30 @@ describe('retry counting', () => {
 describe('calls tried again', () => {
   const repo = makeRepo('retry-calls');
   after(() => repo.close());
+
+  it('a putPieces tried again reads the pieces from the start, and stores the object whole', async () => {
+    await repo.backend.ensureContainer('c');
+    const parts = [pseudoRandom(1, 1), pseudoRandom(100_000, 2), pseudoRandom(4097, 3)];
+    let reads = 0;
+    const data: ObjectPieces = { length: 104_098, *pieces() { reads++; yield* parts; } };
+    // The first try sends two pieces, then the connection is reset.
+    let tries = 0;
+    const flaky: Backend = Object.create(repo.backend, {
+      putPieces: {
+        value: (c: string, n: string, d: ObjectPieces, o?: object) => {
+          if (tries++ > 0) return repo.backend.putPieces(c, n, d, o);
+          const sent = d.pieces()[Symbol.iterator]();
+          sent.next();
+          sent.next();
+          return Promise.reject(new TransientBackendError(`injected reset while sending ${n}`));
+        },
+      },
+    });
+    const retry = new RetryBackend(flaky, FAST_RETRY);
+    await retry.putPieces('c', 'x_sha256file', data);
+    assert.ok((await repo.backend.get('c', 'x_sha256file')).equals(Buffer.concat(parts)));
+    assert.deepEqual({ tries, reads, retries: retry.stats.retries }, { tries: 2, reads: 2, retries: 1 });
+  });
 
   it('a readRange is tried again after a transient fault', async () => {
     const data = pseudoRandom(10_000, 4);
