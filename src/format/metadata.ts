@@ -136,8 +136,8 @@ export interface Sha256File extends BackupHeader {
   sha256s: HashList;
 }
 
-/** The largest Buffer this Node.js can allocate, so the largest sha256file that can be built. */
-export const MAX_SHA256FILE_BYTES = constants.MAX_LENGTH;
+/** The most digests one packed list can hold: the largest Buffer this Node.js can allocate. */
+export const MAX_HASHES = Math.floor(constants.MAX_LENGTH / DIGEST_BYTES);
 
 /**
  * The document around the list, split where the hashes go: `head` ends with the list's `[`,
@@ -164,42 +164,61 @@ const EMPTY_LIST_MEMBER = '\n  "sha256s": []';
 const HASH_LINE = Buffer.from(`    "${'0'.repeat(64)}",\n`, 'latin1');
 const HASH_AT = 5;
 
-/** The byte length of the sha256file `encodeSha256File` writes for `count` hashes. */
+/** The byte length of the sha256file `sha256FilePieces` writes for `count` hashes. */
 export function sha256FileLength(s: Omit<Sha256File, 'sha256s'>, count: number): number {
   const { head, tail } = sha256FileFrame(s);
-  return head.length + tail.length + (count === 0 ? 0 : count * HASH_LINE.length + 2);
-}
-
-/** The most hashes a sha256file with this header can list within MAX_SHA256FILE_BYTES. */
-export function sha256FileCapacity(s: Omit<Sha256File, 'sha256s'>): number {
-  const { head, tail } = sha256FileFrame(s);
-  return Math.floor((MAX_SHA256FILE_BYTES - head.length - tail.length - 2) / HASH_LINE.length);
+  return Buffer.byteLength(head) + Buffer.byteLength(tail) + (count === 0 ? 0 : count * HASH_LINE.length + 2);
 }
 
 /**
- * Writes the sha256file as Cinder does (`json.dumps(sort_keys=True, indent=2)`, lowercase hex
- * as `hexdigest()` gives), straight into one Buffer: the text is ASCII and larger than a JS
- * string may be for big volumes.
+ * The most hashes a sha256file with this header can list: as many as one packed list holds,
+ * and no more than fit in an object of `maxObjectBytes` (a store's limit).
  */
-export function encodeSha256File(s: Sha256File): Buffer {
+export function sha256FileCapacity(s: Omit<Sha256File, 'sha256s'>, maxObjectBytes = Infinity): number {
+  const frame = sha256FileLength(s, 0) + 2;
+  return Math.max(0, Math.min(MAX_HASHES, Math.floor((maxObjectBytes - frame) / HASH_LINE.length)));
+}
+
+/** Bytes of hash lines per piece of the sha256file (about; a piece holds whole lines). */
+export const SHA256FILE_PIECE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The sha256file as Cinder writes it (`json.dumps(sort_keys=True, indent=2)`, lowercase hex as
+ * `hexdigest()` gives), a piece at a time: the text of a large volume's is gigabytes, several
+ * times its packed list, and is never held whole.
+ */
+export function sha256FilePieces(s: Sha256File, pieceBytes = SHA256FILE_PIECE_BYTES): { length: number; pieces(): Iterable<Buffer> } {
   const { head, tail } = sha256FileFrame(s);
   const hashes = s.sha256s;
   const n = hashes.length;
-  if (n === 0) return Buffer.from(head + tail, 'latin1');
-  const size = head.length + tail.length + n * HASH_LINE.length + 2;
-  if (size > MAX_SHA256FILE_BYTES) {
-    throw new RangeError(`a sha256file of ${n} hashes takes ${size} bytes, more than the ${MAX_SHA256FILE_BYTES} one Buffer can hold`);
-  }
-  const out = Buffer.allocUnsafe(size);
-  let p = out.write(head, 0, 'latin1');
-  out[p++] = 0x0a;
-  const first = p;
-  // Every line but the last ends with ",\n"; the last stops after its closing quote.
-  const end = first + n * HASH_LINE.length - 2;
-  out.fill(HASH_LINE, first, end);
-  for (let i = 0; i < n; i++) encodeHexDigest(hashes.bytes, i * DIGEST_BYTES, out, first + i * HASH_LINE.length + HASH_AT);
-  out.write('\n  ' + tail, end, 'latin1');
-  return out;
+  const perPiece = Math.max(1, Math.floor(pieceBytes / HASH_LINE.length));
+  return {
+    length: sha256FileLength(s, n),
+    *pieces() {
+      if (n === 0) {
+        yield Buffer.from(head + tail, 'utf8');
+        return;
+      }
+      yield Buffer.from(head + '\n', 'utf8');
+      for (let from = 0; from < n; from += perPiece) {
+        const to = Math.min(n, from + perPiece);
+        const last = to === n;
+        // Every line but the very last ends with ",\n"; the last stops after its closing quote.
+        const lines = (to - from) * HASH_LINE.length;
+        const end = last ? Buffer.byteLength(tail) + 3 : 0;
+        const out = Buffer.allocUnsafe(lines - (last ? 2 : 0) + end);
+        out.fill(HASH_LINE, 0, lines - (last ? 2 : 0));
+        for (let i = from; i < to; i++) encodeHexDigest(hashes.bytes, i * DIGEST_BYTES, out, (i - from) * HASH_LINE.length + HASH_AT);
+        if (last) out.write('\n  ' + tail, lines - 2, 'utf8');
+        yield out;
+      }
+    },
+  };
+}
+
+/** The whole sha256file in one Buffer (for small ones; `sha256FilePieces` writes any size). */
+export function encodeSha256File(s: Sha256File): Buffer {
+  return Buffer.concat([...sha256FilePieces(s).pieces()]);
 }
 
 /** A `sha256s` list at [start, end): its digests, up to the first entry that is not one (`bad`, its index). */

@@ -7,8 +7,10 @@ import { describe, it } from 'node:test';
 import { IntegrityError } from '../../src/errors.js';
 import { HashList } from '../../src/format/hash-list.js';
 import {
-  MAX_SHA256FILE_BYTES, decodeSha256File, encodeSha256File, sha256FileCapacity, sha256FileLength, type Sha256File,
+  MAX_HASHES, decodeSha256File as decodeWhole, encodeSha256File, sha256FileCapacity, sha256FileLength, sha256FilePieces,
+  type Sha256File,
 } from '../../src/format/metadata.js';
+import { Sha256FileReader } from '../../src/format/sha256file-reader.js';
 import { pyJsonDumps } from '../../src/format/pyjson.js';
 import { FIXTURES } from '../support/cinder-fixtures.js';
 
@@ -48,6 +50,54 @@ function sha256File(n: number, header: Partial<Sha256File> = {}): Sha256File {
 }
 
 const where = { backupId: 'b1', object: 'P_sha256file' };
+
+/** Piece sizes that cut entries everywhere: inside digits, at quotes, at separators. */
+const PIECES = [1, 2, 3, 7, 64, 65, 66, 67, 68, 200, 4096];
+
+/**
+ * What the piecewise reader makes of `raw` fed in pieces of `size` (undefined: it gave up). It
+ * must give the same when it only counts.
+ */
+function streamed(raw: Buffer, size: number): Sha256File | undefined {
+  const read = (keep: boolean) => {
+    const reader = new Sha256FileReader(raw.length, keep);
+    for (let at = 0; at < raw.length && !reader.givenUp; at += size) reader.feed(raw.subarray(at, at + size));
+    return reader.ended(where);
+  };
+  const kept = read(true);
+  const counted = read(false);
+  if (!kept) {
+    assert.equal(counted, undefined, 'counting read what reading gave up');
+    return undefined;
+  }
+  assert.deepEqual(counted, { header: kept.header, blocks: kept.blocks });
+  assert.equal(kept.hashes?.length, kept.blocks);
+  return { ...kept.header, sha256s: kept.hashes! };
+}
+
+/**
+ * The document decoded whole; read in pieces of every size it must come out the same, or the
+ * piecewise reader must give it up (`streams`: it may not).
+ */
+function decodeSha256File(raw: Buffer, w = where, o: { streams?: boolean } = {}): Sha256File {
+  let whole: Sha256File | Error;
+  try {
+    whole = decodeWhole(raw, w);
+  } catch (err) {
+    whole = err as Error;
+  }
+  for (const size of PIECES) {
+    const piecewise = streamed(raw, size);
+    if (whole instanceof Error || !piecewise) {
+      assert.equal(piecewise, undefined, `pieces of ${size} bytes read what decodes whole as ${String(whole)}`);
+      assert.ok(!o.streams, `pieces of ${size} bytes were given up`);
+    } else {
+      assert.deepEqual(piecewise, whole, `pieces of ${size} bytes`);
+    }
+  }
+  if (whole instanceof Error) throw whole;
+  return whole;
+}
 
 function rejects(raw: string | Buffer, message: string | RegExp) {
   assert.throws(
@@ -112,11 +162,30 @@ describe('encodeSha256File', () => {
     assert.ok(encodeSha256File(s).toString().includes(`"${expected[7]}"\n  ]`));
   });
 
-  it('says how many hashes fit in the largest sha256file', () => {
+  it("says how many hashes one backup can list: a packed list, or a store's largest object", () => {
     const s = sha256File(0);
-    const max = sha256FileCapacity(s);
-    assert.ok(sha256FileLength(s, max) <= MAX_SHA256FILE_BYTES);
-    assert.ok(sha256FileLength(s, max + 1) > MAX_SHA256FILE_BYTES);
+    assert.equal(sha256FileCapacity(s), MAX_HASHES);
+    const limit = 5 * 1024 ** 3;
+    const max = sha256FileCapacity(s, limit);
+    assert.ok(max < MAX_HASHES);
+    assert.ok(sha256FileLength(s, max) <= limit);
+    assert.ok(sha256FileLength(s, max + 1) > limit);
+    assert.equal(sha256FileCapacity(s, 10), 0);
+  });
+
+  it('writes the same bytes in pieces of any size', () => {
+    for (const n of [0, 1, 2, 3, 1000]) {
+      const s = sha256File(n, { name: 'é"\n' });
+      const whole = stringEncoded(s);
+      for (const size of [1, 71, 72, 73, 144, 1 << 20]) {
+        const body = sha256FilePieces(s, size);
+        assert.equal(body.length, whole.length, `${n} hashes, ${size}`);
+        const pieces = [...body.pieces()];
+        assert.ok(Buffer.concat(pieces).equals(whole), `${n} hashes, pieces of ${size} bytes`);
+        assert.ok(Buffer.concat([...body.pieces()]).equals(whole), 'again, from the start');
+        if (n > 1 && size < 144) assert.ok(pieces.length >= n, `${pieces.length} pieces`);
+      }
+    }
   });
 });
 
@@ -126,7 +195,7 @@ describe('decodeSha256File', () => {
     assert.ok(files.length >= 10, `${files.length} fixtures`);
     for (const f of files) {
       const raw = readFileSync(path.join(FIXTURES, f));
-      const s = decodeSha256File(raw, where);
+      const s = decodeSha256File(raw, where, { streams: true });
       assert.ok(s.sha256s.length > 0, f);
       assert.equal(s.sha256s.hexAt(0), JSON.parse(raw.toString()).sha256s[0], f);
       assert.ok(encodeSha256File(s).equals(raw), f);
@@ -136,7 +205,7 @@ describe('decodeSha256File', () => {
   it('reads back what the encoder wrote', () => {
     for (const n of [0, 1, 2, 1000]) {
       const s = sha256File(n, { name: 'é"\n', description: 'sha256s' });
-      assert.deepEqual(decodeSha256File(encodeSha256File(s), where), s);
+      assert.deepEqual(decodeSha256File(encodeSha256File(s), where, { streams: true }), s);
     }
   });
 
@@ -152,7 +221,7 @@ describe('decodeSha256File', () => {
         `"backup_id":"${s.backupId}","volume_id":"${s.volumeId}","backup_name":"nightly","backup_description":null,` +
         `"created_at":"${s.createdAt}","version":"1.0.0"}\n\t`,
     ];
-    for (const text of layouts) assert.deepEqual(decodeSha256File(Buffer.from(text), where), s, text);
+    for (const text of layouts) assert.deepEqual(decodeSha256File(Buffer.from(text), where, { streams: true }), s, text);
   });
 
   it('finds the list by its member name only: not in a string value, not in a nested object, also when escaped', () => {
@@ -258,11 +327,22 @@ describe('decodeSha256File', () => {
     const end = small.subarray(start + 64);
     assert.ok(raw.subarray(raw.length - end.length).equals(end));
 
-    const back = decodeSha256File(raw, where);
-    assert.equal(back.blockSize, 512);
-    assert.equal(back.sha256s.length, n);
-    for (let i = 0; i < n; i++) {
-      if (!back.sha256s.equalsAt(i, pool, i % pool.length)) assert.fail(`sha256s[${i}] read back as ${back.sha256s.hexAt(i)}`);
+    for (const back of [decodeWhole(raw, where), streamed(raw, 16 << 20)]) {
+      assert.ok(back);
+      assert.equal(back.blockSize, 512);
+      assert.equal(back.sha256s.length, n);
+      for (let i = 0; i < n; i++) {
+        if (!back.sha256s.equalsAt(i, pool, i % pool.length)) assert.fail(`sha256s[${i}] read back as ${back.sha256s.hexAt(i)}`);
+      }
     }
+    // Written in pieces, the same bytes.
+    const body = sha256FilePieces(s);
+    assert.equal(body.length, raw.length);
+    let at = 0;
+    for (const piece of body.pieces()) {
+      if (!piece.equals(raw.subarray(at, at + piece.length))) assert.fail(`the piece at byte ${at} differs`);
+      at += piece.length;
+    }
+    assert.equal(at, raw.length);
   });
 });
