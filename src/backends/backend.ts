@@ -44,6 +44,8 @@ export interface Backend {
    * name found by listing the root may separate a container from an object name.
    */
   readonly nestedContainers: boolean;
+  /** The largest object the store takes in one write, if it has a limit. */
+  readonly maxObjectBytes?: number;
   /** Container for new backups named by the repository address (object stores); else Cinder's default. */
   readonly defaultContainer?: string;
 
@@ -112,6 +114,7 @@ export function countingRetries(backend: Backend): { backend: Backend; retries()
     get url() { return backend.url; },
     get nestedContainers() { return backend.nestedContainers; },
     get defaultContainer() { return backend.defaultContainer; },
+    get maxObjectBytes() { return backend.maxObjectBytes; },
     ensureContainer: (container, opts) => backend.ensureContainer(container, counted(opts)),
     list: (container, prefix, opts) => backend.list(container, prefix, counted(opts)),
     put: (container, name, data, opts) => backend.put(container, name, data, counted(opts)),

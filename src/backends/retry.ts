@@ -42,6 +42,9 @@ export class RetryBackend implements Backend {
   get defaultContainer() {
     return this.inner.defaultContainer;
   }
+  get maxObjectBytes() {
+    return this.inner.maxObjectBytes;
+  }
 
   private async run<T>(fn: () => Promise<T>, opts?: CallOptions): Promise<T> {
     const faults = this.faults(opts);

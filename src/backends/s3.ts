@@ -30,6 +30,8 @@ export interface S3Options {
 export class S3Backend implements Backend {
   readonly kind = 's3' as const;
   readonly nestedContainers = false;
+  /** S3's limit for one PUT. */
+  readonly maxObjectBytes = 5 * 1024 ** 3;
   readonly url: string;
   readonly defaultContainer: string;
   private readonly client: S3Client;

@@ -90,6 +90,8 @@ const discard = async (r: Response): Promise<void> => void (await r.body?.cancel
 export class SwiftBackend implements Backend {
   readonly kind = 'swift' as const;
   readonly nestedContainers = false;
+  /** Swift's default max_file_size (a cluster may set another). */
+  readonly maxObjectBytes = 5 * 1024 ** 3 + 2;
   readonly url: string;
   readonly defaultContainer: string;
   private session: Promise<Session> | undefined;

@@ -12,7 +12,7 @@ import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
 import { DIGEST_BYTES, HashListBuilder } from '../format/hash-list.js';
 import {
-  MAX_SHA256FILE_BYTES, encodeMetadata, encodeSha256File, sha256FileCapacity, type ObjectEntry, type Sha256File,
+  encodeMetadata, sha256FileCapacity, sha256FileLength, sha256FilePieces, type ObjectEntry, type Sha256File,
 } from '../format/metadata.js';
 import {
   FORMAT_VERSION, checkIdentifier, dataObjectName, defaultContainer, metadataObjectName, objectPrefix, pythonDatetimeString,
@@ -261,15 +261,16 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
   const createdAt = pythonDatetimeString(timestamp);
   const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
     description: o.description ?? null, createdAt };
-  // The sha256file is built as one Buffer: a sha block far smaller than the volume would make
-  // it larger than one can be. Cinder sets no minimum block size, so this is the bound.
-  const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize });
+  // The hashes are held packed in one Buffer, and the sha256file is one object: a sha block far
+  // smaller than the volume would make either larger than it can be. Cinder sets no minimum
+  // block size, so this is the bound.
+  const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize }, o.backend.maxObjectBytes);
   // An incremental keeps its parent's sha block size: a volume grown past what that allows
   // needs a full backup.
   const tooManyHashes = (bytes: number, atLeast = '') => new InvalidInputError(
     `sha block size ${shaBlockSize}${parent ? ` (that of parent backup ${parent.id})` : ''} is too small for a volume of ` +
     `${atLeast}${bytes} bytes: its sha256file would list ${atLeast}${Math.ceil(bytes / shaBlockSize)} SHA-256 hashes, more than the ` +
-    `${maxHashes} that fit in ${MAX_SHA256FILE_BYTES} bytes; ` +
+    `${maxHashes} one backup can list (a ${sha256FileLength({ ...sha, blockSize: shaBlockSize }, maxHashes)}-byte sha256file); ` +
     (parent
       ? 'the volume has grown past what an incremental of it can list: do a full backup, with a larger sha block size'
       : 'use a larger sha block size'));
@@ -359,8 +360,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
     written.push(sha256ObjectName(prefix));
-    await o.backend.put(container, sha256ObjectName(prefix),
-      encodeSha256File({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes.list() }), { signal });
+    await o.backend.putPieces(container, sha256ObjectName(prefix),
+      sha256FilePieces({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes.list() }), { signal });
     await o.backend.flush(container, { signal });
     signal.throwIfAborted();
     // The last look before the commit point: a backup given up elsewhere must not appear complete.

@@ -6,9 +6,9 @@ import type { BackupMetadata } from '../format/metadata.js';
 import { parsePythonDatetime } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS, decodeRecord, encodeRecord } from '../format/record.js';
 import { processAlive } from './processes.js';
-import { locate, readMetadata, readSha256File, removeBackupObjects, type BackupLocation } from './repository.js';
+import { locate, readBlockCount, readMetadata, removeBackupObjects, type BackupLocation, type BlockCount } from './repository.js';
 import { PARENT_STATUSES } from './backup.js';
-import { blockCount, layerLength, objectsEnd, type BlockCount } from './restore.js';
+import { layerLength, objectsEnd } from './restore.js';
 
 const GiB = 1024 ** 3;
 const SUFFIX = '_metadata';
@@ -51,7 +51,7 @@ export async function rebuildCatalog(backend: Backend, catalog: Catalog, contain
     try {
       const meta = await readMetadata(backend, probe, { signal });
       const loc = { ...probe, id: meta.backupId };
-      const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, signal));
+      const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, { signal }));
       found.set(meta.backupId, { loc, meta, sha });
     } catch (err) {
       report.unreadable.push(`${container}/${prefix}${SUFFIX}: ${(err as Error).message}`);
@@ -165,11 +165,6 @@ async function repairAbandoned(
   }
 }
 
-/** The block count of a backup's sha256file, which is let go as soon as it is read. */
-async function readBlockCount(backend: Backend, loc: BackupLocation, signal?: AbortSignal): Promise<BlockCount> {
-  return blockCount(await readSha256File(backend, loc, { signal }));
-}
-
 /**
  * What a read gives, or undefined when the object is missing or damaged (the record is still
  * made, without what it would tell; restore and verify say what is wrong). A storage fault is
@@ -202,7 +197,7 @@ export async function importRecord(backend: Backend, catalog: Catalog, backupUrl
   // The record must point at a backup this repository holds.
   const loc = { id: r.id, container: r.container, prefix: r.service_metadata };
   const meta = await readMetadata(backend, loc, { signal });
-  const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, signal));
+  const sha = await unlessMissingOrDamaged(readBlockCount(backend, loc, { signal }));
   // The exact volume length: from the objects for a full backup, with the parent's for an incremental.
   const parentBytes = r.parent_id ? (await catalog.get(r.parent_id))?.volume_bytes ?? null : null;
   const parent = parentBytes === null ? undefined : { bytes: parentBytes };

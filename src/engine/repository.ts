@@ -1,9 +1,11 @@
 /** Reading and removing one backup's objects, located by its catalog record. */
+import { constants } from 'node:buffer';
 import type { Backend, CallOptions } from '../backends/backend.js';
 import type { BackupRecord } from '../catalog/catalog.js';
 import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
 import { decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File } from '../format/metadata.js';
 import { metadataObjectName, sha256ObjectName } from '../format/naming.js';
+import { Sha256FileReader, type Sha256FileRead } from '../format/sha256file-reader.js';
 
 export interface BackupLocation {
   /** The backup id ('' while discovering backups by scanning). */
@@ -29,13 +31,17 @@ function missing(loc: BackupLocation, name: string, what: string): IntegrityErro
   });
 }
 
-async function getRequired(backend: Backend, loc: BackupLocation, name: string, what: string, opts?: CallOptions) {
+async function requiring<T>(loc: BackupLocation, name: string, what: string, call: () => Promise<T>): Promise<T> {
   try {
-    return await backend.get(loc.container, name, opts);
+    return await call();
   } catch (err) {
     if (err instanceof NotFoundError) throw missing(loc, name, what);
     throw err;
   }
+}
+
+function getRequired(backend: Backend, loc: BackupLocation, name: string, what: string, opts?: CallOptions) {
+  return requiring(loc, name, what, () => backend.get(loc.container, name, opts));
 }
 
 export async function readMetadata(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<BackupMetadata> {
@@ -50,9 +56,60 @@ export async function readMetadata(backend: Backend, loc: BackupLocation, opts?:
   return meta;
 }
 
+/** Bytes asked for per read of a sha256file. */
+const SHA256FILE_READ_BYTES = 16 * 1024 * 1024;
+
+/** What a volume length is worked out from: a sha256file's block size and how many blocks it lists. */
+export interface BlockCount {
+  blockSize: number;
+  blocks: number;
+}
+
+/**
+ * The backup's sha256file, read a piece at a time (one piece ahead) and packed as it comes: a
+ * large volume's is gigabytes of text, never held whole. One in another layout than writers
+ * use is read whole and decoded by the general reader.
+ */
 export async function readSha256File(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<Sha256File> {
+  const read = await readPiecewise(backend, loc, true, opts);
+  return { ...read.header, sha256s: read.hashes! };
+}
+
+/** How many blocks the backup's sha256file lists, read as `readSha256File` reads it without keeping the hashes. */
+export async function readBlockCount(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<BlockCount> {
+  const read = await readPiecewise(backend, loc, false, opts);
+  return { blockSize: read.header.blockSize, blocks: read.blocks };
+}
+
+async function readPiecewise(backend: Backend, loc: BackupLocation, keep: boolean, opts?: CallOptions): Promise<Sha256FileRead> {
   const name = sha256ObjectName(loc.prefix);
-  return decodeSha256File(await getRequired(backend, loc, name, 'sha256file', opts), { backupId: loc.id, object: name });
+  const where = { backupId: loc.id, object: name };
+  const read = (offset: number) => requiring(loc, name, 'sha256file', () =>
+    backend.readRange(loc.container, name, offset, SHA256FILE_READ_BYTES, opts));
+  const first = await read(0);
+  const { size } = first;
+  const reader = new Sha256FileReader(size, keep);
+  reader.feed(first.bytes);
+  let offset = first.bytes.length;
+  let ahead = offset < size ? read(offset) : undefined;
+  while (ahead && !reader.givenUp) {
+    const piece = await ahead;
+    if (piece.size !== size || piece.bytes.length === 0) {
+      throw new IntegrityError(`${name}: changed while it was read (${size} bytes, then ${piece.size})`, where);
+    }
+    offset += piece.bytes.length;
+    ahead = offset < size ? read(offset) : undefined;
+    reader.feed(piece.bytes);
+  }
+  // A read still under way is not waited for: its failure must not go unhandled.
+  ahead?.catch(() => {});
+  const done = reader.ended(where);
+  if (done) return done;
+  if (size > constants.MAX_LENGTH) {
+    throw new IntegrityError(`${name}: not a sha256file in the layout Cinder writes, and at ${size} bytes too large to read whole`, where);
+  }
+  const { sha256s, ...header } = decodeSha256File(await getRequired(backend, loc, name, 'sha256file', opts), where);
+  return { header, blocks: sha256s.length, ...(keep ? { hashes: sha256s } : {}) };
 }
 
 /** The backup's sha256file is there (looked up, not read). */

@@ -9,9 +9,9 @@ import { countingRetries, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
 import type { HashList } from '../format/hash-list.js';
-import type { BackupMetadata, ObjectEntry, Sha256File } from '../format/metadata.js';
+import type { BackupMetadata, ObjectEntry } from '../format/metadata.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
-import { checkListing, locate, readMetadata, readSha256File, type BackupLocation } from './repository.js';
+import { checkListing, locate, readBlockCount, readMetadata, readSha256File, type BackupLocation, type BlockCount } from './repository.js';
 import { processAlive, THIS_PROCESS } from './processes.js';
 import { openOutput, streamOutput } from './restore-output.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
@@ -44,14 +44,6 @@ export async function resolveChain(catalog: Catalog, id: string): Promise<Backup
   }
   return chain;
 }
-
-/** What a volume length is worked out from: a sha256file's block size and how many blocks it lists. */
-export interface BlockCount {
-  blockSize: number;
-  blocks: number;
-}
-
-export const blockCount = (sha: Sha256File): BlockCount => ({ blockSize: sha.blockSize, blocks: sha.sha256s.length });
 
 /** One backup of the chain: of its sha256file only the count is kept (the target's hashes are the plan's). */
 export interface Layer extends BlockCount {
@@ -120,18 +112,23 @@ export async function planRestore(backend: Backend, catalog: Catalog, id: string
       });
     }
     const meta = await readMetadata(backend, loc, { signal });
-    const sha = await readSha256File(backend, loc, { signal });
+    // Blocks are checked against the target's list only: of an ancestor's, the count is enough.
+    let count: BlockCount;
+    if (rec === chain.at(-1)) {
+      const sha = await readSha256File(backend, loc, { signal });
+      hashes = sha.sha256s;
+      count = { blockSize: sha.blockSize, blocks: hashes.length };
+    } else {
+      count = await readBlockCount(backend, loc, { signal });
+    }
     const parent = layers.at(-1);
-    if (parent && sha.blockSize !== parent.blockSize) {
-      throw new IntegrityError(`backup ${rec.id}: sha block size ${sha.blockSize} differs from its parent's ${parent.blockSize}`, {
+    if (parent && count.blockSize !== parent.blockSize) {
+      throw new IntegrityError(`backup ${rec.id}: sha block size ${count.blockSize} differs from its parent's ${parent.blockSize}`, {
         backupId: rec.id,
       });
     }
     await checkListing(backend, loc, meta, { signal });
-    const count = blockCount(sha);
     layers.push({ loc, meta, ...count, bytes: layerLength(meta, count, parent, rec.id) });
-    // Blocks are checked against the target's list only: an ancestor's goes once it is counted.
-    hashes = sha.sha256s;
   }
   const target = layers.at(-1)!;
   const bs = target.blockSize;
