@@ -3,7 +3,7 @@ import { constants } from 'node:buffer';
 import type { Backend, CallOptions } from '../backends/backend.js';
 import type { BackupRecord } from '../catalog/catalog.js';
 import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
-import { decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File } from '../format/metadata.js';
+import { countFromEnds, decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File } from '../format/metadata.js';
 import { metadataObjectName, sha256ObjectName } from '../format/naming.js';
 import { Sha256FileReader, type Sha256FileRead } from '../format/sha256file-reader.js';
 
@@ -75,10 +75,27 @@ export async function readSha256File(backend: Backend, loc: BackupLocation, opts
   return { ...read.header, sha256s: read.hashes! };
 }
 
-/** How many blocks the backup's sha256file lists, read as `readSha256File` reads it without keeping the hashes. */
+/** Bytes read at each end of a sha256file to count its hashes without reading them. */
+const SHA256FILE_END_BYTES = 64 * 1024;
+
+/**
+ * How many blocks the backup's sha256file lists. Written as Cinder writes it, its size tells,
+ * checked against both its ends; else it is read as `readSha256File` reads it, without keeping
+ * the hashes. A restore reads only this of each ancestor: its cost does not grow with the
+ * length of the chain beyond two small reads a backup.
+ */
 export async function readBlockCount(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<BlockCount> {
-  const read = await readPiecewise(backend, loc, false, opts);
-  return { blockSize: read.header.blockSize, blocks: read.blocks };
+  const name = sha256ObjectName(loc.prefix);
+  const read = (offset: number) => requiring(loc, name, 'sha256file', () =>
+    backend.readRange(loc.container, name, offset, SHA256FILE_END_BYTES, opts));
+  const first = await read(0);
+  if (first.size > 2 * SHA256FILE_END_BYTES) {
+    const last = await read(first.size - SHA256FILE_END_BYTES);
+    const counted = last.size === first.size && countFromEnds(first.size, first.bytes, last.bytes, { backupId: loc.id, object: name });
+    if (counted) return { blockSize: counted.header.blockSize, blocks: counted.blocks };
+  }
+  const whole = await readPiecewise(backend, loc, false, opts);
+  return { blockSize: whole.header.blockSize, blocks: whole.blocks };
 }
 
 async function readPiecewise(backend: Backend, loc: BackupLocation, keep: boolean, opts?: CallOptions): Promise<Sha256FileRead> {

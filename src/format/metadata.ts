@@ -170,6 +170,37 @@ export function sha256FileLength(s: Omit<Sha256File, 'sha256s'>, count: number):
   return Buffer.byteLength(head) + Buffer.byteLength(tail) + (count === 0 ? 0 : count * HASH_LINE.length + 2);
 }
 
+const LIST_OPEN = Buffer.from(EMPTY_LIST_MEMBER.slice(0, -1));
+const LIST_CLOSE = Buffer.from('\n  ]');
+
+/**
+ * How many hashes a sha256file of `size` bytes lists, told from its `first` and `last` bytes
+ * alone when they are exactly what `sha256FilePieces` (and Cinder) writes around the list: its
+ * lines are then HASH_LINE.length bytes each. Undefined when they are not; the list must then be
+ * read to be counted.
+ */
+export function countFromEnds(size: number, first: Buffer, last: Buffer, where: Where): { header: Omit<Sha256File, 'sha256s'>; blocks: number } | undefined {
+  const open = first.indexOf(LIST_OPEN);
+  const close = last.lastIndexOf(LIST_CLOSE);
+  if (open < 0 || close < 0) return undefined;
+  let header: Omit<Sha256File, 'sha256s'>;
+  try {
+    const { sha256s: _list, ...rest } = decodeSha256File(
+      Buffer.concat([first.subarray(0, open + LIST_OPEN.length), last.subarray(close + LIST_CLOSE.length - 1)]), where);
+    header = rest;
+  } catch {
+    return undefined;
+  }
+  const { head, tail } = sha256FileFrame(header);
+  const before = Buffer.from(`${head}\n${HASH_LINE.subarray(0, HASH_AT).toString('latin1')}`, 'utf8');
+  const after = Buffer.from(`"\n  ${tail}`, 'utf8');
+  const lines = size - Buffer.byteLength(head) - Buffer.byteLength(tail) - 2;
+  const blocks = lines / HASH_LINE.length;
+  if (!(Number.isSafeInteger(blocks) && blocks > 0)) return undefined;
+  if (!first.subarray(0, before.length).equals(before) || !last.subarray(last.length - after.length).equals(after)) return undefined;
+  return { header, blocks };
+}
+
 /**
  * The most hashes a sha256file with this header can list: as many as one packed list holds,
  * and no more than fit in an object of `maxObjectBytes` (a store's limit).

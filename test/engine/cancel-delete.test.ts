@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import type { Backend } from '../../src/backends/backend.js';
+import type { Backend, ObjectPieces } from '../../src/backends/backend.js';
 import { SqliteCatalog } from '../../src/catalog/sqlite.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { deleteBackup } from '../../src/engine/delete.js';
@@ -140,6 +140,22 @@ describe('cancellation, failures and delete', () => {
     const [a, b] = [await repo.catalog.get('order-queued-second'), await repo.catalog.get('order-queued-first')];
     assert.ok(a!.created_at < b!.created_at, `${a!.created_at} < ${b!.created_at}`);
     assert.equal(incr.parentId, 'order-queued-first');
+  });
+
+  it('a backup whose sha256file cannot be written leaves no _metadata and no data objects', async () => {
+    const failing: Backend = Object.create(repo.backend, {
+      putPieces: {
+        value: (c: string, n: string, d: ObjectPieces, o?: object) =>
+          n.endsWith('_sha256file') ? Promise.reject(new BackendError(`disk full writing ${n}`, { object: n })) : repo.backend.putPieces(c, n, d, o),
+      },
+    });
+    const source = await openSource(repo.file('fail-sha.img', mixedVolume(640 * 1024)));
+    const id = 'a0000000-0000-4000-8000-000000000013';
+    await assert.rejects(runBackup({ backend: failing, catalog: repo.catalog, source, volumeId: 'fails-sha', ...SMALL, backupId: id }), /disk full writing .*_sha256file/);
+    await source.close();
+    const rec = (await repo.catalog.get(id))!;
+    assert.equal(rec.status, 'error');
+    assert.deepEqual(objectsOf(rec.container!), []);
   });
 
   it('a backup whose storage fails midway leaves no _metadata and no data objects', async () => {

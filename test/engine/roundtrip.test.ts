@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import type { Worker } from 'node:worker_threads';
 import { after, before, describe, it } from 'node:test';
-import type { Backend } from '../../src/backends/backend.js';
+import type { Backend, ObjectPieces } from '../../src/backends/backend.js';
 import { runBackup } from '../../src/engine/backup.js';
 import { locate, readMetadata, readSha256File } from '../../src/engine/repository.js';
 import { restoreBackup } from '../../src/engine/restore.js';
@@ -307,6 +307,7 @@ describe('backup/restore round trips', () => {
     const order: string[] = [];
     const recording: Backend = Object.create(repo.backend, {
       put: { value: (c: string, name: string, d: Uint8Array, o?: object) => (order.push(name), repo.backend.put(c, name, d, o)) },
+      putPieces: { value: (c: string, name: string, d: ObjectPieces, o?: object) => (order.push(name), repo.backend.putPieces(c, name, d, o)) },
     });
     const source = await openSource(repo.file('order.img', mixedVolume(640 * 1024)));
     const r = await runBackup({ backend: recording, catalog: repo.catalog, source, volumeId: 'order', ...SMALL, threads: 2 });

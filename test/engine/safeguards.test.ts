@@ -211,23 +211,34 @@ describe('safeguards around restore and delete', () => {
     }
   });
 
-  it('refuses a sha block size so small that the sha256file could not be built, before recording anything', async () => {
-    // Cinder sets no minimum sha block size; the bound is what one sha256file can hold.
+  it('refuses a sha block size so small that the hashes could not be listed, before recording anything', async () => {
+    // Cinder sets no minimum sha block size; the bound is what one packed list can hold (2^27 hashes).
     const file = repo.file('sparse-64g.img', Buffer.alloc(0));
-    truncateSync(file, 64 * 2 ** 30);
+    truncateSync(file, 64 * 2 ** 30 + 1);
     await assert.rejects(repo.backup(file, { shaBlockSize: 512, backupId: 'tiny-blocks' }), (err: Error) =>
-      err instanceof InvalidInputError && /^sha block size 512 is too small for a volume of 68719476736 bytes: its sha256file would list 134217728 SHA-256 hashes, more than the \d+ that fit in 4294967296 bytes; use a larger sha block size$/.test(err.message));
+      err instanceof InvalidInputError && /^sha block size 512 is too small for a volume of 68719476737 bytes: its sha256file would list 134217729 SHA-256 hashes, more than the 134217728 one backup can list \(a \d+-byte sha256file\); use a larger sha block size$/.test(err.message));
     assert.equal(await repo.catalog.get('tiny-blocks'), undefined);
+  });
+
+  it('refuses a sha256file larger than the store takes in one object, before recording anything', async () => {
+    const file = repo.file('store-limit.img', mixedVolume(1 << 20, 20));
+    const backend = Object.create(repo.backend, { maxObjectBytes: { value: 100_000 } }) as typeof repo.backend;
+    await assert.rejects(repo.backup(file, { backend, shaBlockSize: 512, backupId: 'store-limit' }), (err: Error) =>
+      err instanceof InvalidInputError && /^sha block size 512 is too small for a volume of 1048576 bytes: its sha256file would list 2048 SHA-256 hashes, more than the (\d+) one backup can list \(a (\d+)-byte sha256file\); use a larger sha block size$/.test(err.message) &&
+      Number(/more than the (\d+)/.exec(err.message)![1]) > 1000 && Number(/a (\d+)-byte/.exec(err.message)![1]) <= 100_000);
+    assert.equal(await repo.catalog.get('store-limit'), undefined);
+    const r = await repo.backup(file, { backend, shaBlockSize: 4096, volumeId: 'store-limit' });
+    assert.equal(r.bytes, 1 << 20);
   });
 
   it('an incremental of a volume grown past what its parent\'s sha block size can list asks for a full backup', async () => {
     const file = repo.file('grown.img', mixedVolume(200 * 1024, 19));
     const parent = await repo.backup(file, { volumeId: 'grown', shaBlockSize: 512 });
-    truncateSync(file, 64 * 2 ** 30);
+    truncateSync(file, 64 * 2 ** 30 + 1);
     const before = (await repo.catalog.list({ volumeId: 'grown', includeDeleted: true })).length;
     await assert.rejects(repo.backup(file, { volumeId: 'grown', incremental: true, shaBlockSize: undefined }), (err: Error) =>
       err instanceof InvalidInputError && new RegExp(`^sha block size 512 \\(that of parent backup ${parent.id}\\) is too small for a volume of ` +
-        '68719476736 bytes: its sha256file would list 134217728 SHA-256 hashes, more than the \\d+ that fit in 4294967296 bytes; ' +
+        '68719476737 bytes: its sha256file would list 134217729 SHA-256 hashes, more than the 134217728 one backup can list \\(a \\d+-byte sha256file\\); ' +
         'the volume has grown past what an incremental of it can list: do a full backup, with a larger sha block size$').test(err.message));
     assert.equal((await repo.catalog.list({ volumeId: 'grown', includeDeleted: true })).length, before, 'nothing recorded');
   });

@@ -11,7 +11,7 @@ import { makeRepo, pseudoRandom, type Repo } from '../support/engine-helpers.js'
 
 /** The backend, refusing to read or write a sha256file whole, counting its pieces. */
 function piecewiseOnly(backend: Backend) {
-  const seen = { pieces: 0, ranges: 0 };
+  const seen = { pieces: 0, ranges: 0, read: new Map<string, number[]>() };
   const whole = (name: string) => {
     if (name.endsWith('_sha256file')) throw new Error(`${name} was read or written whole`);
   };
@@ -25,6 +25,7 @@ function piecewiseOnly(backend: Backend) {
     },
     readRange: (c: string, name: string, offset: number, length: number, o?: object) => {
       seen.ranges++;
+      seen.read.set(name, [...(seen.read.get(name) ?? []), length]);
       return backend.readRange(c, name, offset, length, o);
     },
   });
@@ -60,7 +61,12 @@ describe('sha256file in pieces', () => {
     const sha = await readSha256File(backend, locate(rec));
     assert.equal(sha.sha256s.length, size / 512);
     const target = path.join(repo.dir, 'big-out.img');
+    seen.read.clear();
     await restoreBackup({ backend, catalog: repo.catalog, backupId: inc.id, target, threads: 2 });
+    // Of the parent's sha256file, a restore of the chain reads only its two ends.
+    const parentFile = sha256ObjectName(locate((await repo.catalog.get(full.id))!).prefix);
+    assert.deepEqual(seen.read.get(parentFile), [64 * 1024, 64 * 1024]);
+    assert.ok(seen.read.get(sha256ObjectName(locate(rec).prefix))!.length >= 3);
     assert.ok(readFileSync(target).equals(readFileSync(file)));
   });
 

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { IntegrityError } from '../../src/errors.js';
 import { HashList } from '../../src/format/hash-list.js';
 import {
-  MAX_HASHES, decodeSha256File as decodeWhole, encodeSha256File, sha256FileCapacity, sha256FileLength, sha256FilePieces,
+  MAX_HASHES, countFromEnds, decodeSha256File as decodeWhole, encodeSha256File, sha256FileCapacity, sha256FileLength, sha256FilePieces,
   type Sha256File,
 } from '../../src/format/metadata.js';
 import { Sha256FileReader } from '../../src/format/sha256file-reader.js';
@@ -310,6 +310,39 @@ describe('decodeSha256File', () => {
     rejects(`${text}}`, /^P_sha256file: not valid JSON \(.+\)$/s);
     rejects(`\ufeff${text}`, /^P_sha256file: not valid JSON \(.+\)$/s);
     rejects('', 'P_sha256file: not valid JSON (Unexpected end of JSON input)');
+  });
+
+  it('counts the hashes of a sha256file as Cinder writes it from its size and its two ends alone', () => {
+    const ends = (raw: Buffer, size: number, e: number) => countFromEnds(size, raw.subarray(0, e), raw.subarray(Math.max(0, raw.length - e)), where);
+    for (const n of [1, 2, 3, 1000]) {
+      const s = sha256File(n, { name: 'é"\n]', description: '\n  ]', volumeId: 'v ]"\n  ]' });
+      const raw = encodeSha256File(s);
+      const { sha256s: _, ...header } = s;
+      for (const e of [raw.length, 2048, 1024]) assert.deepEqual(ends(raw, raw.length, e), { header, blocks: n }, `${n} hashes, ends of ${e}`);
+      // A size that is not the frame and whole lines, or ends cut before the list: not told.
+      for (const size of [raw.length - 1, raw.length + 1, raw.length + 71]) assert.equal(ends(raw, size, 1024), undefined, `size ${size}`);
+      assert.equal(ends(raw, raw.length, 200), undefined);
+    }
+    const files = readdirSync(FIXTURES, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('_sha256file'));
+    for (const f of files) {
+      const raw = readFileSync(path.join(FIXTURES, f));
+      assert.equal(ends(raw, raw.length, 1024)?.blocks, decodeWhole(raw, where).sha256s.length, f);
+    }
+    // Other layouts of the same document, and an empty list, are counted by reading them.
+    const s = sha256File(5);
+    for (const text of [JSON.stringify(plain(s)), JSON.stringify(plain(s), null, 2).replaceAll('\n', '\r\n'), stringEncoded(sha256File(0)).toString()]) {
+      assert.equal(ends(Buffer.from(text), Buffer.byteLength(text), 1 << 20), undefined, text);
+    }
+    const text = encodeSha256File(s).toString();
+    const broken = text.replace('"chunk_size": 32768', '"chunk_size": 0');
+    assert.equal(ends(Buffer.from(broken), broken.length, 1 << 20), undefined);
+    // White space of one line's length around the list would pass for one more hash.
+    const line = ' '.repeat(72);
+    for (const padded of [text.replace('{', `{${line}`), text.replace(/\}$/, `${line}}`), text.replace('"chunk_size"', `${line}"chunk_size"`)]) {
+      assert.notEqual(padded, text);
+      assert.equal(decodeWhole(Buffer.from(padded), where).sha256s.length, 5);
+      assert.equal(ends(Buffer.from(padded), padded.length, 1024), undefined, padded);
+    }
   });
 
   it('reads and writes sha256files larger than a JS string can be (7.6 million hashes, 547 MB)', { timeout: 120_000 }, () => {
