@@ -23,8 +23,9 @@ import { ALIGN } from '../io/aligned.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
+import { openParentHashes, type ParentHashes } from './parent-hashes.js';
 import {
-  locate, readMetadata, readSha256File, removeBackupObjects, requireSha256File, type BackupLocation,
+  locate, readMetadata, removeBackupObjects, requireSha256File, type BackupLocation,
 } from './repository.js';
 import type { VolumeSource } from './source.js';
 import { THIS_PROCESS } from './processes.js';
@@ -175,7 +176,7 @@ async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Pr
   await Promise.all(Array.from({ length: Math.min(8, queue.length) }, async () => {
     for (let b = queue.shift(); b; b = queue.shift()) {
       await readMetadata(o.backend, locate(b), { signal: o.signal });
-      // The parent's own sha256file was read just before (readChain).
+      // The parent's own sha256file was opened just before (readChain).
       if (b !== parent) await requireSha256File(o.backend, locate(b), { signal: o.signal });
     }
   }));
@@ -187,22 +188,24 @@ function parentDeleted(parentId: string, backupId: string): ConflictError {
 }
 
 /**
- * The parent's sha256file, once its chain is known to be whole. An object missing because a
+ * The parent's hashes, once its chain is known to be whole. An object missing because a
  * delete of the parent began after it was chosen (a delete removes `_metadata` first) is that
- * delete winning the race, not damage.
+ * delete winning the race, not damage; so is its sha256file going while it is read.
  */
-async function readChain(o: BackupOptions, parent: BackupRecord): Promise<Sha256File> {
-  try {
-    const sha = await readSha256File(o.backend, locate(parent), { signal: o.signal });
-    await requireCommittedChain(o, parent);
-    return sha;
-  } catch (err) {
-    if (err instanceof IntegrityError && err.context.backupId === parent.id) {
-      const now = await o.catalog.get(parent.id);
-      if (!now || now.status === 'deleting' || now.status === 'deleted') throw parentDeleted(parent.id, parent.id);
-    }
-    throw err;
+async function readChain(o: BackupOptions, parent: BackupRecord): Promise<ParentHashes> {
+  const raced = (err: unknown) => parentRace(o, parent, err);
+  const hashes = await openParentHashes(o.backend, locate(parent), { signal: o.signal }).catch(raced);
+  await requireCommittedChain(o, parent).catch(raced);
+  return { blockSize: hashes.blockSize, length: hashes.length, take: (block, count) => hashes.take(block, count).catch(raced) };
+}
+
+/** Rethrows `err`; as the conflict it is when it says the parent is damaged while a delete of it goes on. */
+async function parentRace(o: BackupOptions, parent: BackupRecord, err: unknown): Promise<never> {
+  if (err instanceof IntegrityError && err.context.backupId === parent.id) {
+    const now = await o.catalog.get(parent.id);
+    if (!now || now.status === 'deleting' || now.status === 'deleted') throw parentDeleted(parent.id, parent.id);
   }
+  throw err;
 }
 
 function emptySource(source: VolumeSource): InvalidInputError {
@@ -519,8 +522,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
         const { buffer, data } = await untilAborted(ahead.shift()!, signal);
         if (data.length === 0) break;
         const nBlocks = Math.ceil(data.length / shaBlockSize);
-        // A copy of the parent's part: a view would send the worker all of the parent's list.
-        const parentHashes = parentSha ? parentSha.sha256s.copy(block, block + nBlocks) : null;
+        const parentHashes = parentSha ? await untilAborted(parentSha.take(block, nBlocks), signal) : null;
         const length = data.length;
         const into = outputs && (await untilAborted(outputs.acquire(), signal));
         const chunk = {

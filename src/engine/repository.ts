@@ -3,7 +3,7 @@ import { constants } from 'node:buffer';
 import type { Backend, CallOptions } from '../backends/backend.js';
 import type { BackupRecord } from '../catalog/catalog.js';
 import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
-import { countFromEnds, decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File } from '../format/metadata.js';
+import { countFromEnds, decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File, type Sha256FileShape } from '../format/metadata.js';
 import { metadataObjectName, sha256ObjectName } from '../format/naming.js';
 import { Sha256FileReader, type Sha256FileRead } from '../format/sha256file-reader.js';
 
@@ -85,17 +85,30 @@ const SHA256FILE_END_BYTES = 64 * 1024;
  * length of the chain beyond two small reads a backup.
  */
 export async function readBlockCount(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<BlockCount> {
+  const shape = await readSha256FileShape(backend, loc, opts);
+  const { header, blocks } = shape ?? (await readPiecewise(backend, loc, false, opts));
+  return { blockSize: header.blockSize, blocks };
+}
+
+/**
+ * What the two ends of the backup's sha256file tell when it is written as Cinder writes it
+ * (and larger than they are); undefined when it is not, or small.
+ */
+export async function readSha256FileShape(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<Sha256FileShape | undefined> {
   const name = sha256ObjectName(loc.prefix);
   const read = (offset: number) => requiring(loc, name, 'sha256file', () =>
     backend.readRange(loc.container, name, offset, SHA256FILE_END_BYTES, opts));
   const first = await read(0);
-  if (first.size > 2 * SHA256FILE_END_BYTES) {
-    const last = await read(first.size - SHA256FILE_END_BYTES);
-    const counted = last.size === first.size && countFromEnds(first.size, first.bytes, last.bytes, { backupId: loc.id, object: name });
-    if (counted) return { blockSize: counted.header.blockSize, blocks: counted.blocks };
-  }
-  const whole = await readPiecewise(backend, loc, false, opts);
-  return { blockSize: whole.header.blockSize, blocks: whole.blocks };
+  if (first.size <= 2 * SHA256FILE_END_BYTES) return undefined;
+  const last = await read(first.size - SHA256FILE_END_BYTES);
+  if (last.size !== first.size) return undefined;
+  return countFromEnds(first.size, first.bytes, last.bytes, { backupId: loc.id, object: name });
+}
+
+/** Up to `length` bytes of the backup's sha256file from `offset`. */
+export function readSha256FileRange(backend: Backend, loc: BackupLocation, offset: number, length: number, opts?: CallOptions): Promise<Buffer> {
+  const name = sha256ObjectName(loc.prefix);
+  return requiring(loc, name, 'sha256file', async () => (await backend.readRange(loc.container, name, offset, length, opts)).bytes);
 }
 
 async function readPiecewise(backend: Backend, loc: BackupLocation, keep: boolean, opts?: CallOptions): Promise<Sha256FileRead> {

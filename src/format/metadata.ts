@@ -179,7 +179,7 @@ const LIST_CLOSE = Buffer.from('\n  ]');
  * lines are then HASH_LINE.length bytes each. Undefined when they are not; the list must then be
  * read to be counted.
  */
-export function countFromEnds(size: number, first: Buffer, last: Buffer, where: Where): { header: Omit<Sha256File, 'sha256s'>; blocks: number } | undefined {
+export function countFromEnds(size: number, first: Buffer, last: Buffer, where: Where): Sha256FileShape | undefined {
   const open = first.indexOf(LIST_OPEN);
   const close = last.lastIndexOf(LIST_CLOSE);
   if (open < 0 || close < 0) return undefined;
@@ -198,7 +198,35 @@ export function countFromEnds(size: number, first: Buffer, last: Buffer, where: 
   const blocks = lines / HASH_LINE.length;
   if (!(Number.isSafeInteger(blocks) && blocks > 0)) return undefined;
   if (!first.subarray(0, before.length).equals(before) || !last.subarray(last.length - after.length).equals(after)) return undefined;
-  return { header, blocks };
+  return { header, blocks, firstLine: Buffer.byteLength(head) + 1 };
+}
+
+/** What the ends of a sha256file as Cinder writes it tell: its header, its count, where its lines are. */
+export interface Sha256FileShape {
+  header: Omit<Sha256File, 'sha256s'>;
+  blocks: number;
+  /** The offset of the first hash line; every line is SHA256FILE_LINE_BYTES long, the last one without its ",\n". */
+  firstLine: number;
+}
+
+/** Bytes of one line of the list as Cinder writes it: `    "<64 hex digits>",\n`. */
+export const SHA256FILE_LINE_BYTES = HASH_LINE.length;
+
+/**
+ * Decodes `count` lines of the list as Cinder writes it, from `text`, into packed digests at `to`
+ * in `out`: the index (from 0) of the first line that is not one, or -1. The list's last line is
+ * the one without a separator when `endsList`.
+ */
+export function decodeHashLines(text: Uint8Array, count: number, out: Uint8Array, to: number, endsList: boolean): number {
+  for (let i = 0; i < count; i++) {
+    const p = i * HASH_LINE.length;
+    const last = endsList && i === count - 1;
+    const ok = text[p] === 0x20 && text[p + 1] === 0x20 && text[p + 2] === 0x20 && text[p + 3] === 0x20 && text[p + 4] === QUOTE &&
+      text[p + 69] === QUOTE && (last || (text[p + 70] === COMMA && text[p + 71] === 0x0a)) &&
+      decodeHexDigest(text, p + HASH_AT, out, to + i * DIGEST_BYTES);
+    if (!ok) return i;
+  }
+  return -1;
 }
 
 /**

@@ -320,6 +320,7 @@ describe('safeguards around restore and delete', () => {
     const read: string[] = [];
     const watched: Backend = Object.create(repo.backend, {
       get: { value: (c: string, n: string, o?: object) => (read.push(n), repo.backend.get(c, n, o)) },
+      readRange: { value: (c: string, n: string, at: number, l: number, o?: object) => (read.push(n), repo.backend.readRange(c, n, at, l, o)) },
     });
     assert.equal((await repo.backup(f, { volumeId: 'hashless-chain', incremental: true, backend: watched })).parentId, incr.id);
     assert.ok(read.includes(`${incr.prefix}_sha256file`) && !read.includes(`${full.prefix}_sha256file`), read.join(', '));
@@ -392,9 +393,9 @@ describe('safeguards around restore and delete', () => {
     // A delete begins just after the parent's sha256file was read: `deleting`, its `_metadata` gone.
     const read = await repo.backup(f, { volumeId: 'race4' });
     const deletingOnceRead: Backend = Object.create(repo.backend, {
-      get: {
-        value: async (c: string, n: string, o?: object) => {
-          const data = await repo.backend.get(c, n, o);
+      readRange: {
+        value: async (c: string, n: string, at: number, l: number, o?: object) => {
+          const data = await repo.backend.readRange(c, n, at, l, o);
           if (n === `${read.prefix}_sha256file`) {
             await repo.catalog.update(read.id, { status: 'deleting' }, ['available']);
             await repo.backend.delete(c, `${read.prefix}_metadata`);
@@ -433,10 +434,10 @@ describe('safeguards around restore and delete', () => {
     const { id, prefix, container } = await repo.backup(f, { volumeId: 'rebuild-fault' });
     await repo.catalog.purge(id);
     const faulty = Object.create(repo.backend, {
-      get: {
-        value: (c: string, n: string, o?: object) => n === `${prefix}_sha256file`
+      readRange: {
+        value: (c: string, n: string, at: number, l: number, o?: object) => n === `${prefix}_sha256file`
           ? Promise.reject(new BackendError(`connection reset reading ${n}`, { object: n }))
-          : repo.backend.get(c, n, o),
+          : repo.backend.readRange(c, n, at, l, o),
       },
     });
     const r = await rebuildCatalog(faulty, repo.catalog, ['']);

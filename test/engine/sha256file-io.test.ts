@@ -4,7 +4,7 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
-import { locate, readSha256File } from '../../src/engine/repository.js';
+import { locate, readMetadata, readSha256File } from '../../src/engine/repository.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { sha256ObjectName } from '../../src/format/naming.js';
 import { makeRepo, pseudoRandom, type Repo } from '../support/engine-helpers.js';
@@ -51,11 +51,16 @@ describe('sha256file in pieces', () => {
     const opts = { backend, volumeId: 'big', shaBlockSize: 512, chunkSize: 8 << 20, threads: 2 };
     const full = await repo.backup(file, opts);
     assert.ok(seen.pieces > 4, `${seen.pieces} pieces written`);
+    // Changed blocks on both sides of where the parent's list is read in windows (233016 lines
+    // of 72 bytes each), and its last block.
+    const changed = [[204800, 1], [233015, 2], [466031, 2], [524287, 1]] as const;
     const fd2 = openSync(file, 'r+');
-    writeSync(fd2, pseudoRandom(512, 3), 0, 512, 100 * 1024 * 1024);
+    changed.forEach(([block, n], i) => writeSync(fd2, pseudoRandom(512 * n, 3 + i), 0, 512 * n, block * 512));
     closeSync(fd2);
     const inc = await repo.backup(file, { ...opts, incremental: true });
     assert.equal(inc.parentId, full.id);
+    const meta = await readMetadata(repo.backend, locate((await repo.catalog.get(inc.id))!));
+    assert.deepEqual(meta.objects.map((o) => [o.offset / 512, o.length / 512]), changed);
     assert.ok(seen.ranges >= 3, `${seen.ranges} ranges read`);
     const rec = (await repo.catalog.get(inc.id))!;
     const sha = await readSha256File(backend, locate(rec));

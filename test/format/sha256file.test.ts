@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { IntegrityError } from '../../src/errors.js';
 import { HashList } from '../../src/format/hash-list.js';
 import {
-  MAX_HASHES, countFromEnds, decodeSha256File as decodeWhole, encodeSha256File, sha256FileCapacity, sha256FileLength, sha256FilePieces,
+  MAX_HASHES, countFromEnds, decodeHashLines, decodeSha256File as decodeWhole, encodeSha256File, sha256FileCapacity, sha256FileLength, sha256FilePieces,
   type Sha256File,
 } from '../../src/format/metadata.js';
 import { Sha256FileReader } from '../../src/format/sha256file-reader.js';
@@ -318,7 +318,12 @@ describe('decodeSha256File', () => {
       const s = sha256File(n, { name: 'é"\n]', description: '\n  ]', volumeId: 'v ]"\n  ]' });
       const raw = encodeSha256File(s);
       const { sha256s: _, ...header } = s;
-      for (const e of [raw.length, 2048, 1024]) assert.deepEqual(ends(raw, raw.length, e), { header, blocks: n }, `${n} hashes, ends of ${e}`);
+      const firstLine = raw.indexOf(`\n    "${s.sha256s.hexAt(0)}"`) + 1;
+      for (const e of [raw.length, 2048, 1024]) assert.deepEqual(ends(raw, raw.length, e), { header, blocks: n, firstLine }, `${n} hashes, ends of ${e}`);
+      // Its lines, read from there, are the list.
+      const out = Buffer.alloc(n * 32);
+      assert.equal(decodeHashLines(raw.subarray(firstLine, firstLine + n * 72 - 2), n, out, 0, true), -1);
+      assert.ok(out.equals(s.sha256s.bytes));
       // A size that is not the frame and whole lines, or ends cut before the list: not told.
       for (const size of [raw.length - 1, raw.length + 1, raw.length + 71]) assert.equal(ends(raw, size, 1024), undefined, `size ${size}`);
       assert.equal(ends(raw, raw.length, 200), undefined);
@@ -342,6 +347,26 @@ describe('decodeSha256File', () => {
       assert.notEqual(padded, text);
       assert.equal(decodeWhole(Buffer.from(padded), where).sha256s.length, 5);
       assert.equal(ends(Buffer.from(padded), padded.length, 1024), undefined, padded);
+    }
+  });
+
+  it('decodes hash lines as Cinder writes them, and names the first that is not one', () => {
+    const s = sha256File(4);
+    const raw = encodeSha256File(s);
+    const at = raw.indexOf('\n    "') + 1;
+    const lines = raw.subarray(at, at + 4 * 72 - 2);
+    const out = Buffer.alloc(4 * 32);
+    assert.equal(decodeHashLines(lines, 4, out, 0, true), -1);
+    assert.ok(out.equals(s.sha256s.bytes));
+    // Two lines in the middle of the list, into the middle of a larger list.
+    const two = Buffer.alloc(5 * 32);
+    assert.equal(decodeHashLines(lines.subarray(72, 216), 2, two, 64, false), -1);
+    assert.ok(two.subarray(64, 128).equals(s.sha256s.bytes.subarray(32, 96)));
+    // Not a line of the list: a digit, a quote, the indent, a separator, the last line's missing one.
+    for (const [p, c, bad] of [[72 + 10, 'g', 1], [144 + 4, ' ', 2], [0, 'x', 0], [216 + 69, "'", 3], [72 + 70, ' ', 1], [144 + 71, ' ', 2]] as const) {
+      const broken = Buffer.from(lines);
+      broken.write(c, p, 'latin1');
+      assert.equal(decodeHashLines(broken, 4, Buffer.alloc(4 * 32), 0, true), bad, `${c} at ${p}`);
     }
   });
 
