@@ -184,8 +184,13 @@ async function requireCommittedChain(o: BackupOptions, parent: BackupRecord): Pr
 
 /** What a parent that a delete took away (or is taking away) gives an incremental: a conflict. */
 function parentDeleted(parentId: string, backupId: string): ConflictError {
-  return new ConflictError(`parent backup ${parentId} was being deleted as this incremental started; back up again`, { backupId });
+  const err = new ConflictError(`parent backup ${parentId} was being deleted as this incremental started; back up again`, { backupId });
+  gaveWayToDelete.add(err);
+  return err;
 }
+
+/** Conflicts of incrementals that gave way to their parent's delete: they no longer depend on it. */
+const gaveWayToDelete = new WeakSet<Error>();
 
 /**
  * The parent's hashes, once its chain is known to be whole. An object missing because a
@@ -355,11 +360,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
   // Object writes stop separately: after a failure they may finish (see the clean-up).
   const uploadStop = new AbortController();
   try {
-    if (parent && !(await parentKept(o.catalog, parent.id))) {
-      // It never depended on the parent: the parent's delete may go on.
-      await o.catalog.update(id, { parent_id: null }, ['creating']);
-      throw parentDeleted(parent.id, id);
-    }
+    if (parent && !(await parentKept(o.catalog, parent.id))) throw parentDeleted(parent.id, id);
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
     written.push(sha256ObjectName(prefix));
@@ -552,6 +553,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
     const patch = deletedByUser
       ? { status: 'deleted' as const, deleted_at: new Date().toISOString(), fail_reason: `cancelled: deleted while running${left}`, worker: null }
       : { status: 'error' as const, fail_reason: `${reason.message}${left}`, worker: null };
+    // It never depended on a parent it gave way to: the parent's delete may go on.
+    if (gaveWayToDelete.has(reason)) Object.assign(patch, { parent_id: null });
     // A record another process already ended (marked error, or deleted) keeps what it says.
     await o.catalog.update(id, patch, ['creating', 'deleting']).catch(() => {});
   }

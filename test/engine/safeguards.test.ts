@@ -408,6 +408,29 @@ describe('safeguards around restore and delete', () => {
     assert.deepEqual(await records('race4'), [read.id], 'nothing recorded');
     await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: read.id });
     assert.equal((await repo.catalog.get(read.id))!.status, 'deleted');
+
+    // A large parent's hashes are read as the backup reaches them: its sha256file goes meanwhile.
+    const big = repo.file('race5.img', mixedVolume(1024 * 1024, 21));
+    const large = await repo.backup(big, { volumeId: 'race5', shaBlockSize: 512 });
+    let reads = 0;
+    const deletingWhileRead: Backend = Object.create(repo.backend, {
+      readRange: {
+        value: async (c: string, n: string, at: number, l: number, o?: object) => {
+          // After its two ends (the shape of the list), before its lines.
+          if (n === `${large.prefix}_sha256file` && ++reads === 3) {
+            await repo.catalog.update(large.id, { status: 'deleting' }, ['available']);
+            await repo.backend.delete(c, n);
+          }
+          return repo.backend.readRange(c, n, at, l, o);
+        },
+      },
+    });
+    const id5 = 'a0000000-0000-4000-8000-0000000race5';
+    await assert.rejects(repo.backup(big, { volumeId: 'race5', incremental: true, shaBlockSize: 512, backend: deletingWhileRead, backupId: id5 }), refused(large.id));
+    assert.equal(reads, 3, 'the lines were read after the ends');
+    assert.equal((await repo.catalog.get(id5))!.status, 'error');
+    await deleteBackup({ backend: repo.backend, catalog: repo.catalog, backupId: large.id });
+    assert.equal((await repo.catalog.get(large.id))!.status, 'deleted');
   });
 
   it('only an available backup can be exported, as in Cinder', async () => {
