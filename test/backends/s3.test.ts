@@ -10,7 +10,7 @@ import { S3Backend } from '../../src/backends/s3.js';
 import { scratch } from '../support/cinder-fixtures.js';
 import { mixedVolume } from '../support/engine-helpers.js';
 import { startHttpRecorder } from '../support/http-recorder.js';
-import { startRangeIgnoringServer } from '../support/range-ignoring-server.js';
+import { readsPartOfWholeAnswer } from '../support/range-ignoring-server.js';
 import { s3Backend, swiftServer, uniqueName } from '../support/swift-server.js';
 import { backendConformance } from './conformance.js';
 
@@ -93,18 +93,6 @@ describe('S3 virtual-host addressing', () => {
 describe('S3 ranges', () => {
   it('a server that ignores Range sends the whole object: readRange takes its part', async () => {
     swiftServer(); // the test credentials
-    const data = randomBytes(10_000);
-    const server = await startRangeIgnoringServer(data);
-    const b = new S3Backend({ bucket: 'b', endpoint: server.url, region: 'us-east-1', pathStyle: true });
-    try {
-      const part = await b.readRange('b', 'x', 9990, 100);
-      assert.deepEqual({ bytes: part.bytes, size: part.size }, { bytes: data.subarray(9990), size: 10_000 });
-      const past = await b.readRange('b', 'x', 10_000, 5);
-      assert.deepEqual([past.bytes.length, past.size], [0, 10_000]);
-      assert.deepEqual(server.ranges, ['bytes=9990-10089', 'bytes=10000-10004']);
-    } finally {
-      await b.close();
-      await server.close();
-    }
+    await readsPartOfWholeAnswer('b', (url) => new S3Backend({ bucket: 'b', endpoint: url, region: 'us-east-1', pathStyle: true }));
   });
 });

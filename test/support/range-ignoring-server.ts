@@ -3,8 +3,11 @@
  * every GET answers 200 with the whole of one object. It authenticates Swift clients
  * (tempauth's /auth/v1.0) and takes any S3 signature; it records the Range headers it got.
  */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Backend } from '../../src/backends/backend.js';
 
 export interface RangeIgnoringServer {
   url: string;
@@ -29,4 +32,24 @@ export async function startRangeIgnoringServer(object: Uint8Array): Promise<Rang
     ranges,
     close: () => new Promise((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
   };
+}
+
+/**
+ * Checks that a backend made for such a server (given its address) takes its part of the whole
+ * object it is sent, and tells the object's size, within it and past its end.
+ */
+export async function readsPartOfWholeAnswer(container: string, backendFor: (url: string) => Backend): Promise<void> {
+  const data = randomBytes(10_000);
+  const server = await startRangeIgnoringServer(data);
+  const b = backendFor(server.url);
+  try {
+    const part = await b.readRange(container, 'x', 9990, 100);
+    assert.deepEqual({ bytes: part.bytes, size: part.size }, { bytes: data.subarray(9990), size: 10_000 });
+    const past = await b.readRange(container, 'x', 10_000, 5);
+    assert.deepEqual([past.bytes.length, past.size], [0, 10_000]);
+    assert.deepEqual(server.ranges, ['bytes=9990-10089', 'bytes=10000-10004']);
+  } finally {
+    await b.close();
+    await server.close();
+  }
 }
