@@ -10,7 +10,7 @@ import { countingRetries, type Backend } from '../backends/backend.js';
 import { requireBackup, type BackupRecord, type BackupStatus, type Catalog } from '../catalog/catalog.js';
 import { algorithmForLabel, writerLabel } from '../codecs/codec.js';
 import { CancelledError, ConflictError, IntegrityError, InvalidInputError, NotFoundError, VolumeIOError } from '../errors.js';
-import { DIGEST_BYTES, HashListBuilder } from '../format/hash-list.js';
+import { DIGEST_BYTES } from '../format/hash-list.js';
 import {
   encodeMetadata, sha256FileCapacity, sha256FileLength, sha256FilePieces, type ObjectEntry, type Sha256File,
 } from '../format/metadata.js';
@@ -20,6 +20,7 @@ import {
 } from '../format/naming.js';
 import { CINDER_DRIVER_CLASS } from '../format/record.js';
 import { ALIGN } from '../io/aligned.js';
+import { HashSpill } from '../io/hash-spill.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
@@ -269,9 +270,9 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
   const createdAt = pythonDatetimeString(timestamp);
   const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
     description: o.description ?? null, createdAt };
-  // The hashes are held packed in one Buffer, and the sha256file is one object: a sha block far
-  // smaller than the volume would make either larger than it can be. Cinder sets no minimum
-  // block size, so this is the bound.
+  // A restore holds the target's hashes packed in one Buffer, and the sha256file is one object:
+  // a sha block far smaller than the volume would make either larger than it can be. Cinder
+  // sets no minimum block size, so this is the bound.
   const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize }, o.backend.maxObjectBytes);
   // An incremental keeps its parent's sha block size: a volume grown past what that allows
   // needs a full backup.
@@ -359,13 +360,15 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
   const signal = stop.signal;
   // Object writes stop separately: after a failure they may finish (see the clean-up).
   const uploadStop = new AbortController();
+  // The volume's hashes, in volume order: a large volume's go to a temporary file.
+  const hashes = new HashSpill();
   try {
     if (parent && !(await parentKept(o.catalog, parent.id))) throw parentDeleted(parent.id, id);
     const result = await writeObjects();
     await o.backend.flush(container, { signal });
     written.push(sha256ObjectName(prefix));
     await o.backend.putPieces(container, sha256ObjectName(prefix),
-      sha256FilePieces({ ...sha, blockSize: shaBlockSize, sha256s: result.hashes.list() }), { signal });
+      sha256FilePieces({ ...sha, blockSize: shaBlockSize, sha256s: hashes }), { signal });
     await o.backend.flush(container, { signal });
     signal.throwIfAborted();
     // The last look before the commit point: a backup given up elsewhere must not appear complete.
@@ -413,6 +416,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
     clearInterval(poll);
     progress.stop();
     o.signal?.removeEventListener('abort', onAbort);
+    await hashes.close();
   }
 
   async function writeObjects() {
@@ -432,8 +436,6 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
     // In-flight memory is a few chunks: bound parallel writes by bytes as well as by count.
     const maxUploads = Math.max(1, Math.min(4, Math.floor(UPLOAD_BYTES / bufferSize)));
     const entries: ObjectEntry[] = [];
-    // Sized once when the volume's size is known (it was checked to fit the sha256file).
-    const hashes = new HashListBuilder(size === undefined ? 0 : Math.ceil(size / shaBlockSize));
     let storedBytes = 0;
     let zeroBlocks = 0;
     let offset = 0;
@@ -468,7 +470,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
       const usingChunk: Promise<void>[] = [];
       // A source of unknown size (a pipe) is stopped once its hashes no longer fit.
       if (hashes.length + r.hashes.length / DIGEST_BYTES > maxHashes) throw tooManyHashes(offset, 'at least ');
-      hashes.append(r.hashes);
+      await hashes.append(r.hashes);
       zeroBlocks += r.zeroBlocks;
       for (const ext of r.extents) {
         const name = dataObjectName(prefix, entries.length + 1);
@@ -513,7 +515,7 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
     if (size !== undefined && offset !== size) {
       throw new VolumeIOError(`${o.source.name}: changed size while it was backed up (${size} bytes when opened, ${offset} read)`, { offset });
     }
-    return { entries, hashes, storedBytes, zeroBlocks, bytes: offset };
+    return { entries, storedBytes, zeroBlocks, bytes: offset };
 
     async function readChunks() {
       const ahead: Promise<{ buffer: Buffer; data: Buffer }>[] = [];

@@ -42,8 +42,15 @@ export function encodeHexDigest(digests: Uint8Array, from: number, out: Uint8Arr
   }
 }
 
+/** Digests in volume order, read a stretch at a time (from memory, or from where they were put aside). */
+export interface Digests {
+  readonly length: number;
+  /** Digests [start, end), packed. */
+  read(start: number, end: number): Uint8Array;
+}
+
 /** An immutable list of SHA-256 digests held in one piece of memory. */
-export class HashList {
+export class HashList implements Digests {
   /** The digests back to back (a view: it may share its memory with a larger list). */
   readonly bytes: Buffer;
 
@@ -81,6 +88,10 @@ export class HashList {
     const a = i * DIGEST_BYTES;
     const b = j * DIGEST_BYTES;
     return this.bytes.compare(other.bytes, b, b + DIGEST_BYTES, a, a + DIGEST_BYTES) === 0;
+  }
+
+  read(start: number, end: number): Uint8Array {
+    return this.bytes.subarray(start * DIGEST_BYTES, end * DIGEST_BYTES);
   }
 
   /** Digests [start, end) as a view of this list's memory (as Uint8Array#subarray, clamped). */

@@ -3,7 +3,7 @@ import { IntegrityError } from '../errors.js';
 import {
   CLOSE_BRACKET, COMMA, JsonSyntaxError, OPEN_BRACKET, QUOTE, containerEnd, skipWhitespace, unexpectedAt, valueEnd, visitMembers,
 } from './jsonbytes.js';
-import { DIGEST_BYTES, HashList, decodeHexDigest, encodeHexDigest } from './hash-list.js';
+import { DIGEST_BYTES, HashList, decodeHexDigest, encodeHexDigest, type Digests } from './hash-list.js';
 import { FORMAT_VERSION } from './naming.js';
 import { pyJsonDumps, type PyJson } from './pyjson.js';
 
@@ -246,7 +246,10 @@ export const SHA256FILE_PIECE_BYTES = 8 * 1024 * 1024;
  * `hexdigest()` gives), a piece at a time: the text of a large volume's is gigabytes, several
  * times its packed list, and is never held whole.
  */
-export function sha256FilePieces(s: Sha256File, pieceBytes = SHA256FILE_PIECE_BYTES): { length: number; pieces(): Iterable<Buffer> } {
+export function sha256FilePieces(
+  s: Omit<Sha256File, 'sha256s'> & { sha256s: Digests },
+  pieceBytes = SHA256FILE_PIECE_BYTES,
+): { length: number; pieces(): Iterable<Buffer> } {
   const { head, tail } = sha256FileFrame(s);
   const hashes = s.sha256s;
   const n = hashes.length;
@@ -267,7 +270,8 @@ export function sha256FilePieces(s: Sha256File, pieceBytes = SHA256FILE_PIECE_BY
         const end = last ? Buffer.byteLength(tail) + 3 : 0;
         const out = Buffer.allocUnsafe(lines - (last ? 2 : 0) + end);
         out.fill(HASH_LINE, 0, lines - (last ? 2 : 0));
-        for (let i = from; i < to; i++) encodeHexDigest(hashes.bytes, i * DIGEST_BYTES, out, (i - from) * HASH_LINE.length + HASH_AT);
+        const digests = hashes.read(from, to);
+        for (let i = 0; i < to - from; i++) encodeHexDigest(digests, i * DIGEST_BYTES, out, i * HASH_LINE.length + HASH_AT);
         if (last) out.write('\n  ' + tail, lines - 2, 'utf8');
         yield out;
       }
