@@ -24,7 +24,7 @@ import { HashSpill } from '../io/hash-spill.js';
 import { sharedBufferPool } from '../io/buffer-pool.js';
 import type { BackupChunkResult } from './chunk-work.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
-import { openParentHashes, type ParentHashes } from './parent-hashes.js';
+import { openStoredHashes, type StoredHashes } from './stored-hashes.js';
 import {
   locate, readMetadata, removeBackupObjects, requireSha256File, type BackupLocation,
 } from './repository.js';
@@ -198,9 +198,9 @@ const gaveWayToDelete = new WeakSet<Error>();
  * delete of the parent began after it was chosen (a delete removes `_metadata` first) is that
  * delete winning the race, not damage; so is its sha256file going while it is read.
  */
-async function readChain(o: BackupOptions, parent: BackupRecord): Promise<ParentHashes> {
+async function readChain(o: BackupOptions, parent: BackupRecord): Promise<StoredHashes> {
   const raced = (err: unknown) => parentRace(o, parent, err);
-  const hashes = await openParentHashes(o.backend, locate(parent), { signal: o.signal }).catch(raced);
+  const hashes = await openStoredHashes(o.backend, locate(parent), { signal: o.signal }).catch(raced);
   await requireCommittedChain(o, parent).catch(raced);
   return { blockSize: hashes.blockSize, length: hashes.length, take: (block, count) => hashes.take(block, count).catch(raced) };
 }

@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { countingRetries, type Backend } from '../backends/backend.js';
 import type { BackupRecord, Catalog } from '../catalog/catalog.js';
 import { ConflictError, IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
-import type { HashList } from '../format/hash-list.js';
 import type { BackupMetadata, ObjectEntry } from '../format/metadata.js';
 import { ProgressReporter, type ProgressOptions } from './progress.js';
-import { checkListing, locate, readBlockCount, readMetadata, readSha256File, type BackupLocation, type BlockCount } from './repository.js';
+import { checkListing, locate, readBlockCount, readMetadata, type BackupLocation, type BlockCount } from './repository.js';
+import { openStoredHashes, type StoredHashes } from './stored-hashes.js';
 import { processAlive, THIS_PROCESS } from './processes.js';
 import { openOutput, streamOutput } from './restore-output.js';
 import { withPool, type WorkerPool } from './worker-pool.js';
@@ -95,7 +95,7 @@ export interface RestorePlan {
   bytes: number;
   blockSize: number;
   /** The target's digest of every block: each block restored is checked against it. */
-  hashes: HashList;
+  hashes: StoredHashes;
   /** The objects to read, in volume order, each with the blocks it provides. */
   reads: { layer: Layer; object: ObjectEntry; runs: BlockRun[] }[];
 }
@@ -103,7 +103,7 @@ export interface RestorePlan {
 export async function planRestore(backend: Backend, catalog: Catalog, id: string, signal?: AbortSignal): Promise<RestorePlan> {
   const chain = await resolveChain(catalog, id);
   const layers: Layer[] = [];
-  let hashes: HashList | undefined;
+  let hashes: StoredHashes | undefined;
   for (const rec of chain) {
     const loc = locate(rec);
     if (rec.repository !== backend.url) {
@@ -115,9 +115,8 @@ export async function planRestore(backend: Backend, catalog: Catalog, id: string
     // Blocks are checked against the target's list only: of an ancestor's, the count is enough.
     let count: BlockCount;
     if (rec === chain.at(-1)) {
-      const sha = await readSha256File(backend, loc, { signal });
-      hashes = sha.sha256s;
-      count = { blockSize: sha.blockSize, blocks: hashes.length };
+      hashes = await openStoredHashes(backend, loc, { signal });
+      count = { blockSize: hashes.blockSize, blocks: hashes.length };
     } else {
       count = await readBlockCount(backend, loc, { signal });
     }
@@ -352,15 +351,15 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
     }
     // Workers decompress into these and the writer writes from them: made once, reused.
     const buffers = sharedBufferPool(largest, depth, out?.alignedBuffer && ((n) => out.alignedBuffer!(n)));
-    const handle = async (read: RestorePlan['reads'][number]) => {
+    const handle = async (read: RestorePlan['reads'][number], hashes: Uint8Array[]) => {
       const into = await buffers.acquire();
       try {
-        await restoreObject(read, into);
+        await restoreObject(read, hashes, into);
       } finally {
         buffers.release(into);
       }
     };
-    const restoreObject = async ({ layer, object, runs }: RestorePlan['reads'][number], into: Buffer) => {
+    const restoreObject = async ({ layer, object, runs }: RestorePlan['reads'][number], hashes: Uint8Array[], into: Buffer) => {
       const stored = await o.backend.get(layer.loc.container, object.name, { signal: o.signal }).catch((err: unknown) => {
         // Listed a moment ago, gone now (lost, or quarantined by the store): the backup is damaged.
         if (!(err instanceof NotFoundError)) throw err;
@@ -371,7 +370,7 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
       const r = await pool.run({
         kind: 'restore', backupId: layer.loc.id, name: object.name, data: stored, compression: object.compression,
         offset: object.offset, length: object.length, md5: object.md5, blockSize: bs, volumeBytes: plan.bytes,
-        runs: runs.map((run) => ({ ...run, hashes: plan.hashes.copy(run.block, run.block + run.count) })),
+        runs: runs.map((run, i) => ({ ...run, hashes: hashes[i]! })),
         into, fillZeros: out !== undefined && !out.sparse,
       });
       const sparse = out?.sparse ?? true;
@@ -403,7 +402,10 @@ async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, re
     for (const read of reads) {
       o.signal?.throwIfAborted();
       if (failed) break;
-      const p: Promise<void> = handle(read).then(
+      // Taken in the plan's order (volume order), as the target's list is read.
+      const hashes: Uint8Array[] = [];
+      for (const run of read.runs) hashes.push(await plan.hashes.take(run.block, run.count));
+      const p: Promise<void> = handle(read, hashes).then(
         () => void running.delete(p),
         (err) => {
           failed = true;

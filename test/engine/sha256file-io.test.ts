@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
 import { locate, readMetadata, readSha256File } from '../../src/engine/repository.js';
 import { restoreBackup } from '../../src/engine/restore.js';
+import { openStoredHashes } from '../../src/engine/stored-hashes.js';
 import { sha256ObjectName } from '../../src/format/naming.js';
 import { makeRepo, pseudoRandom, type Repo } from '../support/engine-helpers.js';
 
@@ -65,6 +66,12 @@ describe('sha256file in pieces', () => {
     const rec = (await repo.catalog.get(inc.id))!;
     const sha = await readSha256File(backend, locate(rec));
     assert.equal(sha.sha256s.length, size / 512);
+    // Its hashes read a window at a time, in order and out of it, are those of the whole list.
+    const stored = await openStoredHashes(backend, locate(rec));
+    assert.equal(stored.length, sha.sha256s.length);
+    for (const [block, count] of [[0, 10], [233010, 20], [524280, 100], [100, 5], [466000, 64], [233015, 1], [524288, 3]] as const) {
+      assert.ok(Buffer.from(await stored.take(block, count)).equals(sha.sha256s.copy(block, block + count)), `[${block}, +${count})`);
+    }
     const target = path.join(repo.dir, 'big-out.img');
     seen.read.clear();
     await restoreBackup({ backend, catalog: repo.catalog, backupId: inc.id, target, threads: 2 });

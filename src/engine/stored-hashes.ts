@@ -1,8 +1,8 @@
 /**
- * An incremental's view of its parent's hashes: handed out in volume order as the backup
- * reaches each chunk, read from the parent's sha256file a window at a time (one window ahead),
- * so that the parent's list is never held whole. A sha256file in another layout than Cinder's
- * is read whole first.
+ * A stored backup's hashes as they are needed: an incremental's parent's as the backup reaches
+ * each chunk, a restore target's as each object is restored. They are read from the
+ * sha256file a window at a time (the next one read ahead), so that the list is never held
+ * whole. A sha256file in another layout than Cinder's is read whole first.
  */
 import type { Backend, CallOptions } from '../backends/backend.js';
 import { IntegrityError } from '../errors.js';
@@ -14,24 +14,25 @@ import { readSha256File, readSha256FileShape, readSha256FileRange, type BackupLo
 /** Lines read per window: 16 MiB of text, 233 016 hashes. */
 const WINDOW_LINES = Math.floor((16 * 1024 * 1024) / SHA256FILE_LINE_BYTES);
 
-export interface ParentHashes {
+export interface StoredHashes {
   readonly blockSize: number;
-  /** How many blocks the parent lists. */
+  /** How many blocks the backup lists. */
   readonly length: number;
   /**
-   * The parent's digests of blocks [block, block + count), fewer past its end, packed in memory
-   * of their own (sent to a worker thread). Asked for in increasing order of blocks.
+   * The digests of blocks [block, block + count), fewer past the end, packed in memory of
+   * their own (sent to a worker thread). Asked for in increasing order of blocks, they are
+   * read once; asked for out of order, a window may be read again.
    */
   take(block: number, count: number): Promise<Uint8Array>;
 }
 
-export async function openParentHashes(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<ParentHashes> {
+export async function openStoredHashes(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<StoredHashes> {
   const shape = await readSha256FileShape(backend, loc, opts);
   if (!shape) return inMemory(await readSha256File(backend, loc, opts));
   return new WindowedHashes(backend, loc, shape, opts);
 }
 
-function inMemory(sha: { blockSize: number; sha256s: HashList }): ParentHashes {
+function inMemory(sha: { blockSize: number; sha256s: HashList }): StoredHashes {
   return {
     blockSize: sha.blockSize,
     length: sha.sha256s.length,
@@ -39,7 +40,7 @@ function inMemory(sha: { blockSize: number; sha256s: HashList }): ParentHashes {
   };
 }
 
-class WindowedHashes implements ParentHashes {
+class WindowedHashes implements StoredHashes {
   readonly blockSize: number;
   readonly length: number;
   /** Blocks [start, start + digests.length / DIGEST_BYTES) of the list. */
@@ -62,8 +63,7 @@ class WindowedHashes implements ParentHashes {
     for (let b = block; b < end; ) {
       const { start, digests } = this.window;
       const have = start + digests.length / DIGEST_BYTES;
-      if (b < start) throw new RangeError(`hash ${b} was asked for after hash ${start}`);
-      if (b >= have) {
+      if (b < start || b >= have) {
         await this.advance(b);
         continue;
       }
