@@ -270,9 +270,8 @@ async function backupWith(o: BackupOptions, pool: WorkerPool, retries: () => num
   const createdAt = pythonDatetimeString(timestamp);
   const sha = { version: FORMAT_VERSION, backupId: id, volumeId: o.volumeId, name: o.name ?? null,
     description: o.description ?? null, createdAt };
-  // A restore holds the target's hashes packed in one Buffer, and the sha256file is one object:
-  // a sha block far smaller than the volume would make either larger than it can be. Cinder
-  // sets no minimum block size, so this is the bound.
+  // The sha256file is one object: a sha block far smaller than the volume would make it larger
+  // than the store takes. Cinder sets no minimum block size, so this is the bound.
   const maxHashes = sha256FileCapacity({ ...sha, blockSize: shaBlockSize }, o.backend.maxObjectBytes);
   // An incremental keeps its parent's sha block size: a volume grown past what that allows
   // needs a full backup.

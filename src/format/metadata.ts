@@ -136,9 +136,6 @@ export interface Sha256File extends BackupHeader {
   sha256s: HashList;
 }
 
-/** The most digests one packed list can hold: the largest Buffer this Node.js can allocate. */
-export const MAX_HASHES = Math.floor(constants.MAX_LENGTH / DIGEST_BYTES);
-
 /**
  * The document around the list, split where the hashes go: `head` ends with the list's `[`,
  * `tail` starts with its `]`. Python prints everything but the list; the list is one line of
@@ -230,12 +227,12 @@ export function decodeHashLines(text: Uint8Array, count: number, out: Uint8Array
 }
 
 /**
- * The most hashes a sha256file with this header can list: as many as one packed list holds,
- * and no more than fit in an object of `maxObjectBytes` (a store's limit).
+ * The most hashes a sha256file with this header can list in an object of `maxObjectBytes` (a
+ * store's limit; none: no bound, the list is never held whole).
  */
 export function sha256FileCapacity(s: Omit<Sha256File, 'sha256s'>, maxObjectBytes = Infinity): number {
   const frame = sha256FileLength(s, 0) + 2;
-  return Math.max(0, Math.min(MAX_HASHES, Math.floor((maxObjectBytes - frame) / HASH_LINE.length)));
+  return Math.max(0, Math.floor((maxObjectBytes - frame) / HASH_LINE.length));
 }
 
 /** Bytes of hash lines per piece of the sha256file (about; a piece holds whole lines). */
