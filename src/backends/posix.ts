@@ -135,12 +135,7 @@ export class PosixBackend implements Backend {
     try {
       if (name.includes('/')) await this.makeDirectories(dir);
       out = await DirectWriter.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o660);
-      let written = 0;
-      for (const piece of data.pieces()) {
-        throwIfAborted(opts?.signal);
-        await out.write(piece, written);
-        written += piece.length;
-      }
+      const written = await out.writePieces(data.pieces(), () => throwIfAborted(opts?.signal));
       if (written !== data.length) throw new Error(`the pieces held ${written} bytes, not the length given, ${data.length}`);
       await out.fh.chmod(0o660); // as Cinder's posix driver sets it, whatever the umask
       await out.sync();

@@ -63,3 +63,20 @@ describe('DirectWriter', () => {
     await roundTrip(scratch('/dev/shm'), false);
   });
 });
+
+describe('DirectWriter.writePieces', () => {
+  it('writes pieces of any length one after the other, and counts them', async () => {
+    const dir = scratch(process.cwd());
+    const lengths = [1, 4095, 4097, 8192, 100_000, 3, 0, 4093, 1 << 20, 5];
+    const pieces = lengths.map((n) => randomBytes(n));
+    const file = path.join(dir, 'pieces.img');
+    const w = await DirectWriter.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL);
+    let calls = 0;
+    const total = await w.writePieces(pieces, () => void calls++);
+    await w.sync();
+    await w.close();
+    assert.equal(total, lengths.reduce((a, b) => a + b, 0));
+    assert.equal(calls, pieces.length);
+    assert.ok(readFileSync(file).equals(Buffer.concat(pieces)));
+  });
+});
