@@ -202,7 +202,12 @@ async function readChain(o: BackupOptions, parent: BackupRecord): Promise<Stored
   const raced = (err: unknown) => parentRace(o, parent, err);
   const hashes = await openStoredHashes(o.backend, locate(parent), { signal: o.signal }).catch(raced);
   await requireCommittedChain(o, parent).catch(raced);
-  return { blockSize: hashes.blockSize, length: hashes.length, take: (block, count) => hashes.take(block, count).catch(raced) };
+  return {
+    blockSize: hashes.blockSize,
+    length: hashes.length,
+    take: (block, count) => hashes.take(block, count).catch(raced),
+    check: () => hashes.check().catch(raced),
+  };
 }
 
 /** Rethrows `err`; as the conflict it is when it says the parent is damaged while a delete of it goes on. */

@@ -311,6 +311,9 @@ export async function leaveRestorers(catalog: Catalog, id: string, who = THIS_PR
 /** Reads, checks and (unless verifying) writes every object of the plan. */
 async function replay(o: RestoreOptions, pool: WorkerPool, plan: RestorePlan, retries: () => number): Promise<RestoreResult> {
   const verifyOnly = !writesSomewhere(o);
+  // Written in place or to a stream, what is written stays: a damaged list of hashes must stop
+  // the restore first (a new file is never put in place unless whole).
+  if (o.toExisting || o.stream) await plan.hashes.check();
   const progress = new ProgressReporter(verifyOnly ? 'verify' : 'restore', o.backupId, plan.bytes, o);
   const out = verifyOnly
     ? undefined

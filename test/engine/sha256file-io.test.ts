@@ -1,9 +1,11 @@
 /** A large volume's sha256file is written and read a piece at a time, never whole. */
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/backends/backend.js';
+import { IntegrityError } from '../../src/errors.js';
 import { locate, readMetadata, readSha256File } from '../../src/engine/repository.js';
 import { restoreBackup } from '../../src/engine/restore.js';
 import { openStoredHashes } from '../../src/engine/stored-hashes.js';
@@ -80,6 +82,37 @@ describe('sha256file in pieces', () => {
     assert.deepEqual(seen.read.get(parentFile), [64 * 1024, 64 * 1024]);
     assert.ok(seen.read.get(sha256ObjectName(locate(rec).prefix))!.length >= 3);
     assert.ok(readFileSync(target).equals(readFileSync(file)));
+  });
+
+  it('a damaged line in a large sha256file stops a restore in place or to a stream before anything is written', { timeout: 120_000 }, async () => {
+    // 160 MiB at 512-byte blocks: 327680 lines, in two windows; the damage is in the second.
+    const size = 160 << 20;
+    const file = repo.file('damaged.img');
+    const fd = openSync(file, 'w');
+    writeSync(fd, pseudoRandom(1 << 20, 7), 0, 1 << 20, 0);
+    writeSync(fd, pseudoRandom(1 << 20, 8), 0, 1 << 20, size - (1 << 20));
+    closeSync(fd);
+    const r = await repo.backup(file, { volumeId: 'damaged', shaBlockSize: 512, chunkSize: 8 << 20, threads: 2 });
+    const loc = locate((await repo.catalog.get(r.id))!);
+    const name = sha256ObjectName(loc.prefix);
+    const text = await repo.backend.get(loc.container, name);
+    // A digit of block 300000: the blocks of the first window would be restored first.
+    const at = text.indexOf('\n    "', 0) + 1 + 300_000 * 72 + 10;
+    text[at] = 0x67; // 'g'
+    await repo.backend.put(loc.container, name, text);
+    const damaged = (err: Error) => err instanceof IntegrityError && err.message.includes('sha256s[300000] is not a SHA-256 hex digest');
+    const target = repo.file('damaged-target.img', Buffer.alloc(size, 0xee));
+    await assert.rejects(restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: r.id, target, toExisting: true, threads: 2 }), damaged);
+    assert.ok(readFileSync(target).equals(Buffer.alloc(size, 0xee)), 'the file in place is untouched');
+    const stream = new PassThrough();
+    let written = 0;
+    stream.on('data', (d: Buffer) => (written += d.length));
+    await assert.rejects(restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: r.id, target: 'stream', stream, threads: 2 }), damaged);
+    assert.equal(written, 0, 'nothing went to the stream');
+    // A new file: the restore stops when it reaches the damage, and leaves no file.
+    const fresh = path.join(repo.dir, 'damaged-new.img');
+    await assert.rejects(restoreBackup({ backend: repo.backend, catalog: repo.catalog, backupId: r.id, target: fresh, threads: 2 }), damaged);
+    assert.equal(existsSync(fresh), false);
   });
 
   it('a sha256file in another JSON layout is still read (whole), and an incremental builds on it', async () => {
