@@ -55,7 +55,7 @@ export class CatalogError extends ChunkvaultError {
   override readonly exitCode = 6;
 }
 
-/** Reading the volume or writing the restore target failed (disk full, I/O error). */
+/** Reading the volume, writing the restore target or a temporary file failed (disk full, I/O error). */
 export class VolumeIOError extends ChunkvaultError {
   override readonly exitCode = 7;
 }

@@ -7,6 +7,7 @@
 import { promises as fsp, readSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { VolumeIOError } from '../errors.js';
 import { DIGEST_BYTES, HashListBuilder, type Digests } from '../format/hash-list.js';
 
 /** Digests held in memory before they go to a file: 8 MiB, those of an 8 GiB volume at 32 KiB. */
@@ -44,14 +45,18 @@ export class HashSpill implements Digests {
   /** Appends packed digests (calls are not to overlap). */
   async append(digests: Uint8Array): Promise<void> {
     if (digests.length % DIGEST_BYTES) throw new RangeError(`${digests.length} bytes are not a whole number of SHA-256 digests`);
-    if (this.memory && this.count + digests.length / DIGEST_BYTES > this.memoryDigests) {
-      const held = this.memory.list().bytes;
-      this.file = await this.openFile();
-      this.memory = undefined;
-      await this.write(held, 0);
+    try {
+      if (this.memory && this.count + digests.length / DIGEST_BYTES > this.memoryDigests) {
+        const held = this.memory.list().bytes;
+        this.file = await this.openFile();
+        this.memory = undefined;
+        await this.write(held, 0);
+      }
+      if (this.memory) this.memory.append(digests);
+      else await this.write(digests, this.count * DIGEST_BYTES);
+    } catch (err) {
+      throw this.failed(err);
     }
-    if (this.memory) this.memory.append(digests);
-    else await this.write(digests, this.count * DIGEST_BYTES);
     this.count += digests.length / DIGEST_BYTES;
   }
 
@@ -61,8 +66,13 @@ export class HashSpill implements Digests {
     if (this.memory) return this.memory.list().read(start, end);
     const out = Buffer.allocUnsafe((end - start) * DIGEST_BYTES);
     for (let at = 0; at < out.length; ) {
-      const n = readSync(this.file!.fd, out, at, out.length - at, start * DIGEST_BYTES + at);
-      if (n === 0) throw new Error(`the temporary file of hashes ended at digest ${start + at / DIGEST_BYTES} of ${this.count}`);
+      let n: number;
+      try {
+        n = readSync(this.file!.fd, out, at, out.length - at, start * DIGEST_BYTES + at);
+      } catch (err) {
+        throw this.failed(err);
+      }
+      if (n === 0) throw this.failed(new Error(`it ended at hash ${start + at / DIGEST_BYTES} of ${this.count}`));
       at += n;
     }
     return out;
@@ -87,11 +97,15 @@ export class HashSpill implements Digests {
         throw err;
       });
       return handle;
-    } catch (err) {
-      throw new Error(`cannot keep the backup's hashes in a temporary file in ${this.dir}: ${(err as Error).message}`, { cause: err });
     } finally {
       if (dir) await fsp.rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /** A failure of the file, as the local I/O error it is, naming where it is. */
+  private failed(err: unknown): VolumeIOError {
+    return new VolumeIOError(`cannot keep the backup's hashes in a temporary file in ${this.dir} (set TMPDIR for another place): ` +
+      (err as Error).message, { cause: err });
   }
 
   private async write(data: Uint8Array, position: number): Promise<void> {

@@ -1,7 +1,7 @@
 /** The chunkvault command as a user runs it: JSON results, clear one-line errors, exit codes. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -351,6 +351,25 @@ describe('chunkvault CLI', () => {
     failsCleanly(cv('restore', id, path.join(full, 'in-place.img'), '--to-existing'), 7, /in-place\.img: cannot write at offset \d+: ENOSPC/);
     assert.equal(json('delete', id).id, id);
   });
+  it('a full temporary directory fails a backup of many hashes in one line naming it (exit 7), and nothing of it stays', (t) => {
+    const tmpfs = path.join(tmp.dir, 'tmpfull');
+    mkdirSync(tmpfs);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', tmpfs], { encoding: 'utf8' });
+    assert.equal(mounted.status, 0, `mounting a small tmpfs needs root: ${mounted.stderr}`);
+    t.after(() => spawnSync('umount', [tmpfs]));
+    // 200 MiB at 512-byte blocks: 409600 hashes, 12.5 MiB, past what is held in memory.
+    const vol = path.join(tmp.dir, 'many-hashes.img');
+    writeFileSync(vol, '');
+    truncateSync(vol, 200 << 20);
+    const r = spawnSync(process.execPath, [MAIN, 'backup', vol, '--volume-id', 'tmpfull', '--sha-block-size', '512'],
+      { env: { ...env, TMPDIR: tmpfs }, encoding: 'utf8' });
+    failsCleanly(r, 7, new RegExp(`cannot keep the backup's hashes in a temporary file in ${tmpfs} \\(set TMPDIR for another place\\): ENOSPC`));
+    const [rec] = json('list', '--all', '--volume', 'tmpfull') as { status: string; container: string }[];
+    assert.equal(rec!.status, 'error');
+    assert.deepEqual(readdirSync(path.join(tmp.dir, 'repo', rec!.container)), [], 'no object of it stays');
+    assert.deepEqual(readdirSync(tmpfs), [], 'nor a temporary file');
+  });
+
   it('a repository that fills up fails the backup in one line (exit 6), and nothing of it stays', (t) => {
     const small = path.join(tmp.dir, 'small');
     mkdirSync(small);

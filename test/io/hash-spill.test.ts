@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import { VolumeIOError } from '../../src/errors.js';
 import { HashSpill } from '../../src/io/hash-spill.js';
 
 /** `n` distinct digests from `from` on, packed. */
@@ -63,7 +64,8 @@ describe('HashSpill', () => {
   it('says where it could not keep them', async () => {
     const s = new HashSpill({ memoryDigests: 1, dir: '/nonexistent/place' });
     await s.append(digests(0, 1));
-    await assert.rejects(s.append(digests(1, 1)), /^Error: cannot keep the backup's hashes in a temporary file in \/nonexistent\/place: ENOENT/);
+    await assert.rejects(s.append(digests(1, 1)), (err: Error) => err instanceof VolumeIOError && err.exitCode === 7 &&
+      /^cannot keep the backup's hashes in a temporary file in \/nonexistent\/place \(set TMPDIR for another place\): ENOENT/.test(err.message));
     await s.close();
   });
 });
