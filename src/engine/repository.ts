@@ -1,6 +1,6 @@
 /** Reading and removing one backup's objects, located by its catalog record. */
 import { constants } from 'node:buffer';
-import type { Backend, CallOptions } from '../backends/backend.js';
+import type { Backend, CallOptions, ObjectRange } from '../backends/backend.js';
 import type { BackupRecord } from '../catalog/catalog.js';
 import { IntegrityError, InvalidInputError, NotFoundError } from '../errors.js';
 import { countFromEnds, decodeMetadata, decodeSha256File, type BackupMetadata, type Sha256File, type Sha256FileShape } from '../format/metadata.js';
@@ -96,8 +96,7 @@ export async function readBlockCount(backend: Backend, loc: BackupLocation, opts
  */
 export async function readSha256FileShape(backend: Backend, loc: BackupLocation, opts?: CallOptions): Promise<Sha256FileShape | undefined> {
   const name = sha256ObjectName(loc.prefix);
-  const read = (offset: number) => requiring(loc, name, 'sha256file', () =>
-    backend.readRange(loc.container, name, offset, SHA256FILE_END_BYTES, opts));
+  const read = (offset: number) => sha256FileRange(backend, loc, offset, SHA256FILE_END_BYTES, opts);
   const first = await read(0);
   if (first.size <= 2 * SHA256FILE_END_BYTES) return undefined;
   const last = await read(first.size - SHA256FILE_END_BYTES);
@@ -105,17 +104,16 @@ export async function readSha256FileShape(backend: Backend, loc: BackupLocation,
   return countFromEnds(first.size, first.bytes, last.bytes, { backupId: loc.id, object: name });
 }
 
-/** Up to `length` bytes of the backup's sha256file from `offset`. */
-export function readSha256FileRange(backend: Backend, loc: BackupLocation, offset: number, length: number, opts?: CallOptions): Promise<Buffer> {
+/** Up to `length` bytes of the backup's sha256file from `offset`, and its size; a missing one is damage. */
+export function sha256FileRange(backend: Backend, loc: BackupLocation, offset: number, length: number, opts?: CallOptions): Promise<ObjectRange> {
   const name = sha256ObjectName(loc.prefix);
-  return requiring(loc, name, 'sha256file', async () => (await backend.readRange(loc.container, name, offset, length, opts)).bytes);
+  return requiring(loc, name, 'sha256file', () => backend.readRange(loc.container, name, offset, length, opts));
 }
 
 async function readPiecewise(backend: Backend, loc: BackupLocation, keep: boolean, opts?: CallOptions): Promise<Sha256FileRead> {
   const name = sha256ObjectName(loc.prefix);
   const where = { backupId: loc.id, object: name };
-  const read = (offset: number) => requiring(loc, name, 'sha256file', () =>
-    backend.readRange(loc.container, name, offset, SHA256FILE_READ_BYTES, opts));
+  const read = (offset: number) => sha256FileRange(backend, loc, offset, SHA256FILE_READ_BYTES, opts);
   const first = await read(0);
   const { size } = first;
   const reader = new Sha256FileReader(size, keep);

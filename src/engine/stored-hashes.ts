@@ -9,7 +9,7 @@ import { IntegrityError } from '../errors.js';
 import { DIGEST_BYTES, type HashList } from '../format/hash-list.js';
 import { SHA256FILE_LINE_BYTES, decodeHashLines, type Sha256FileShape } from '../format/metadata.js';
 import { sha256ObjectName } from '../format/naming.js';
-import { readSha256File, readSha256FileShape, readSha256FileRange, type BackupLocation } from './repository.js';
+import { readSha256File, readSha256FileShape, sha256FileRange, type BackupLocation } from './repository.js';
 
 /** Lines read per window: 16 MiB of text, 233 016 hashes. */
 const WINDOW_LINES = Math.floor((16 * 1024 * 1024) / SHA256FILE_LINE_BYTES);
@@ -100,7 +100,7 @@ class WindowedHashes implements StoredHashes {
     const endsList = start + count === this.length;
     const from = this.shape.firstLine + start * SHA256FILE_LINE_BYTES;
     const bytes = count * SHA256FILE_LINE_BYTES - (endsList ? 2 : 0);
-    const text = await readSha256FileRange(this.backend, this.loc, from, bytes, this.opts);
+    const { bytes: text } = await sha256FileRange(this.backend, this.loc, from, bytes, this.opts);
     const name = sha256ObjectName(this.loc.prefix);
     if (text.length !== bytes) {
       throw new IntegrityError(`${name}: ${bytes} bytes at ${from} are no longer there`, { backupId: this.loc.id, object: name });

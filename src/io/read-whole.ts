@@ -1,7 +1,7 @@
 /**
  * Reading a whole file (or a range of it) into one Buffer. fs.readFile refuses files over
- * 2 GiB, but an object may be as large as a Buffer can be (a sha256file of a large volume, a
- * large chunk): the file is read into one Buffer of its size, a piece at a time.
+ * 2 GiB, but an object may be as large as a Buffer can be (a large chunk, a sha256file written
+ * by another tool): the file is read into one Buffer of its size, a piece at a time.
  */
 import { constants } from 'node:buffer';
 import { promises as fsp } from 'node:fs';
