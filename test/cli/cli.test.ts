@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { scratch } from '../support/cinder-fixtures.js';
 import { mixedVolume, pseudoRandom } from '../support/engine-helpers.js';
 import { hasOpen, waitFor } from '../support/wait.js';
@@ -46,6 +46,15 @@ describe('chunkvault CLI', () => {
   /** Until `child` has the catalog open (Node has started, its command is under way), or has ended. */
   const underWay = (child: ChildProcess) => waitFor('the command to open its catalog', () =>
     child.exitCode !== null || child.signalCode !== null || hasOpen(child.pid!, env.CHUNKVAULT_CATALOG));
+  /** A real filesystem of `size` (a tmpfs, unmounted after the test; the suite runs as root, as it installs its servers). */
+  const smallFilesystem = (t: TestContext, name: string, size: string) => {
+    const dir = path.join(tmp.dir, name);
+    mkdirSync(dir);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' });
+    assert.equal(mounted.status, 0, `mounting a ${size} tmpfs for this test needs root: ${mounted.stderr}`);
+    t.after(() => spawnSync('umount', [dir]));
+    return dir;
+  };
   const failsCleanly = (r: ReturnType<typeof cv>, code: number, pattern: RegExp) => {
     assert.equal(r.status, code, r.stderr);
     assert.equal(r.stdout, '');
@@ -338,12 +347,8 @@ describe('chunkvault CLI', () => {
   });
 
   it('a restore onto a full filesystem names the target and the offset, exits 7 and leaves no file behind', (t) => {
-    // A real full filesystem: a 1 MiB tmpfs (the suite runs as root, as it installs its servers).
-    const full = path.join(tmp.dir, 'full');
-    mkdirSync(full);
-    const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', full], { encoding: 'utf8' });
-    assert.equal(mount.status, 0, `mounting a 1 MiB tmpfs for this test needs root: ${mount.stderr}`);
-    t.after(() => spawnSync('umount', [full]));
+    // A real full filesystem: a 1 MiB tmpfs.
+    const full = smallFilesystem(t, 'full', '1m');
     const id = json('backup', file('random.img', pseudoRandom(3 << 20, 9)), '--volume-id', 'enospc').id;
     failsCleanly(cv('restore', id, path.join(full, 'out.img')), 7, /full\/out\.img: cannot write at offset \d+: ENOSPC: no space left on device/);
     assert.deepEqual(readdirSync(full), [], 'the temporary file is gone');
@@ -352,11 +357,7 @@ describe('chunkvault CLI', () => {
     assert.equal(json('delete', id).id, id);
   });
   it('a full temporary directory fails a backup of many hashes in one line naming it (exit 7), and nothing of it stays', (t) => {
-    const tmpfs = path.join(tmp.dir, 'tmpfull');
-    mkdirSync(tmpfs);
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', tmpfs], { encoding: 'utf8' });
-    assert.equal(mounted.status, 0, `mounting a small tmpfs needs root: ${mounted.stderr}`);
-    t.after(() => spawnSync('umount', [tmpfs]));
+    const tmpfs = smallFilesystem(t, 'tmpfull', '1m');
     // 200 MiB at 512-byte blocks: 409600 hashes, 12.5 MiB, past what is held in memory.
     const vol = path.join(tmp.dir, 'many-hashes.img');
     writeFileSync(vol, '');
@@ -371,11 +372,7 @@ describe('chunkvault CLI', () => {
   });
 
   it('a repository that fills up fails the backup in one line (exit 6), and nothing of it stays', (t) => {
-    const small = path.join(tmp.dir, 'small');
-    mkdirSync(small);
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', small], { encoding: 'utf8' });
-    assert.equal(mounted.status, 0, `mounting a small tmpfs needs root: ${mounted.stderr}`);
-    t.after(() => spawnSync('umount', [small]));
+    const small = smallFilesystem(t, 'small', '24m');
     const vol = file('fills.img', pseudoRandom(80 * 1024 * 1024, 31));
     for (let i = 0; i < 3; i++) {
       const r = cv('backup', vol, '--volume-id', 'fills', '--repo', path.join(small, 'repo'), '--threads', '2');
