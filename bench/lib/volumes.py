@@ -3,8 +3,9 @@
   vol.img      an ext4 image (mke2fs -d, never mounted), ~68% used, free space zero:
                system files (a sorted walk of /usr/share and /usr/lib with a byte budget)
                plus seeded generated files: text logs, page-structured DB files, random media
-  vol-inc.img  the same with ~2% of its 4 KiB blocks rewritten in clustered runs
-  sparse.img   an 8x larger sparse image holding ~1/2 of vol's size in data, the rest holes
+  vol-inc.img  the same with ~2% of its 4 KiB blocks rewritten in clustered runs (edits of
+               their old bytes)
+  sparse.img   a 4x larger sparse image holding the same files, the rest holes
 """
 import hashlib, os, random, shutil, subprocess, sys
 
@@ -98,7 +99,9 @@ def make_fs(image, size, tree, uuid):
 
 
 def rewrite_blocks(image, fraction, seed=2):
-    """Rewrites ~fraction of the used 4 KiB blocks in clustered runs (1-64 blocks)."""
+    """Rewrites ~fraction of the used 4 KiB blocks in clustered runs (1-64 blocks), as edits
+    of what was there: each block's old bytes, rotated, with 16 new random bytes at its start
+    (an edited file's blocks, as compressible as before; not fresh random data)."""
     rnd = random.Random(seed)
     size = os.path.getsize(image)
     blocks = size // 4096
@@ -109,7 +112,14 @@ def rewrite_blocks(image, fraction, seed=2):
             start = rnd.randrange(blocks // 16, blocks * 11 // 16)  # inside the used area
             run_len = min(rnd.randrange(1, 65), target - changed)
             f.seek(start * 4096)
-            f.write(rnd.randbytes(run_len * 4096))
+            old = f.read(run_len * 4096)
+            new = bytearray()
+            for b in range(run_len):
+                block = old[b * 4096:(b + 1) * 4096]
+                k = rnd.randrange(1, 4096)
+                new += rnd.randbytes(16) + (block[k:] + block[:k])[16:]
+            f.seek(start * 4096)
+            f.write(new)
             changed += run_len
     return changed
 
@@ -117,7 +127,7 @@ def rewrite_blocks(image, fraction, seed=2):
 def main(work, size_mib):
     size = size_mib * MiB
     os.makedirs(work, exist_ok=True)
-    stamp = os.path.join(work, f'.volumes-{size_mib}')
+    stamp = os.path.join(work, f'.volumes-{size_mib}-edits')
     if os.path.exists(stamp):
         return
     tree = os.path.join(work, 'tree')
