@@ -112,17 +112,10 @@ export class HashList implements Digests {
   }
 }
 
-/**
- * Collects digests in volume order into one list, growing its memory as they come (a source
- * of unknown size) or sized once when the count is known.
- */
+/** Collects digests in volume order into one list, growing its memory as they come. */
 export class HashListBuilder {
-  private bytes: Buffer;
+  private bytes = Buffer.allocUnsafe(0);
   private used = 0;
-
-  constructor(expected = 0) {
-    this.bytes = Buffer.allocUnsafe(expected * DIGEST_BYTES);
-  }
 
   get length(): number {
     return this.used / DIGEST_BYTES;
